@@ -1,0 +1,67 @@
+#include "io_thread.hpp"
+
+#include "log.hpp"
+
+#include <vector>
+
+namespace baseplate {
+
+io_thread::io_thread(std::function<void()> on_closed)
+    : guard_(boost::asio::make_work_guard(ctx_)), sweep_timer_(ctx_), on_closed_(std::move(on_closed)) {}
+
+io_thread::~io_thread() { stop(); }
+
+void io_thread::start() {
+  sweep();
+  thread_ = std::thread([this] {
+    for (;;) {
+      try {
+        ctx_.run();
+        return;
+      } catch (const std::exception& e) {
+        // A handler threw: log and keep the thread serving everyone else.
+        log::write(log::level::error, "baseplate_serve.core", std::string("I/O handler failed: ") + e.what());
+      }
+    }
+  });
+}
+
+void io_thread::stop() {
+  if (!thread_.joinable()) return;
+  guard_.reset();
+  ctx_.stop();
+  thread_.join();
+}
+
+void io_thread::add(std::shared_ptr<connection_base> c) {
+  auto* key = c.get();
+  connections_.emplace(key, std::move(c));
+}
+
+void io_thread::remove(connection_base* c) {
+  auto it = connections_.find(c);
+  if (it == connections_.end()) return;
+  auto keep = std::move(it->second);  // destroyed after the map is consistent
+  connections_.erase(it);
+  if (on_closed_) on_closed_();
+}
+
+void io_thread::for_each(const std::function<void(connection_base&)>& f) {
+  // Copy first: f may close connections, which removes them from the map.
+  std::vector<std::shared_ptr<connection_base>> all;
+  all.reserve(connections_.size());
+  for (auto& [k, v] : connections_) all.push_back(v);
+  for (auto& c : all) f(*c);
+}
+
+void io_thread::sweep() {
+  sweep_timer_.expires_after(std::chrono::seconds(1));
+  sweep_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    auto now = clock::now();
+    for_each([now](connection_base& c) { c.check_deadline(now); });
+    sweep();
+  });
+}
+
+}  // namespace baseplate

@@ -1,0 +1,32 @@
+#pragma once
+/// The core's tuning options. The Python package parses them from
+/// `[server:NAME]` (see docs/configuration.md); defaults live here once.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace baseplate {
+
+struct server_options {
+  /// Threads that run the network I/O (each owns an io_context).
+  unsigned io_threads = 1;
+  /// Simultaneous client connections; 0 = unlimited (baseplate.py's default).
+  std::size_t max_concurrency = 0;
+  /// How long a graceful stop waits for in-flight requests; 0 = stop at once.
+  std::chrono::milliseconds stop_timeout{0};
+  /// Time allowed to receive a whole request header section.
+  std::chrono::milliseconds header_timeout{10'000};
+  /// Time a keep-alive connection may sit idle between requests.
+  std::chrono::milliseconds keepalive_timeout{60'000};
+  /// Time one read of a request body, or one write of a response, may take.
+  std::chrono::milliseconds io_timeout{60'000};
+  /// Largest request header section (request line included), bytes.
+  std::uint32_t max_header_size = 64 * 1024;
+  /// Largest request body, bytes; 0 = unlimited.
+  std::uint64_t max_body_size = 1024ull * 1024 * 1024;
+  /// Bodies up to this size are read before the app is called, so the app
+  /// never waits for the network for small uploads.
+  std::size_t body_preread = 64 * 1024;
+};
+
+}  // namespace baseplate

@@ -1,0 +1,230 @@
+#include "server.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+namespace baseplate {
+namespace {
+/// Native records held for the host at most; past that they are counted and dropped.
+constexpr std::size_t max_queued_logs = 10'000;
+constexpr const char* core_logger = "baseplate_serve.core";
+}  // namespace
+
+server::server(server_options opts, connection_factory make_connection)
+    : opts_(std::move(opts)), make_connection_(std::move(make_connection)) {
+  if (opts_.io_threads == 0) opts_.io_threads = 1;
+  event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  for (unsigned i = 0; i < opts_.io_threads; ++i)
+    threads_.push_back(std::make_unique<io_thread>([this] { on_connection_closed(); }));
+}
+
+server::~server() {
+  join();
+  if (event_fd_ >= 0) ::close(event_fd_);
+}
+
+void server::adopt_listener(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw std::system_error(errno, std::generic_category(), "dup listener");
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(copy, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    int e = errno;
+    ::close(copy);
+    throw std::system_error(e, std::generic_category(), "getsockname on listener");
+  }
+  boost::asio::generic::stream_protocol proto(addr.ss_family, addr.ss_family == AF_UNIX ? 0 : IPPROTO_TCP);
+  acceptor_.emplace(threads_[0]->context());
+  boost::system::error_code ec;
+  acceptor_->assign(proto, copy, ec);
+  if (ec) {
+    ::close(copy);
+    throw std::system_error(ec.value(), std::generic_category(), "adopt listener");
+  }
+  // Shared listeners (Einhorn) arrive non-blocking; keep them so.
+  acceptor_->native_non_blocking(true, ec);
+}
+
+void server::start() {
+  if (!acceptor_) throw std::logic_error("server::start without a listener");
+  signals_.emplace(threads_[0]->context(), SIGTERM, SIGINT, SIGUSR2);
+  signals_->add(SIGUSR1);
+  struct rearm {
+    server* self;
+    void operator()(boost::system::error_code ec, int sig) const {
+      if (ec) return;
+      {
+        std::lock_guard<std::mutex> lk(self->events_mutex_);
+        if (sig == SIGUSR1) {
+          self->pending_.dump = true;
+        } else {
+          self->pending_.stop = true;
+          self->pending_.stop_signal = sig;
+        }
+      }
+      self->notify_events();
+      self->signals_->async_wait(*this);
+    }
+  };
+  signals_->async_wait(rearm{this});
+  for (auto& t : threads_) t->start();
+  boost::asio::post(threads_[0]->context(), [this] { accept(); });
+}
+
+void server::accept() {
+  if (stopping_ || !acceptor_->is_open()) return;
+  if (opts_.max_concurrency && open_.load() >= opts_.max_concurrency) {
+    accept_paused_ = true;  // resumed by on_connection_closed
+    return;
+  }
+  io_thread& target = *threads_[next_thread_];
+  next_thread_ = (next_thread_ + 1) % threads_.size();
+  acceptor_->async_accept(target.context(), [this, &target](boost::system::error_code ec, stream_socket sock) {
+    if (ec) {
+      if (ec == boost::asio::error::operation_aborted || stopping_) return;
+      // EAGAIN on a shared listener, EMFILE, ECONNABORTED: log the ones worth
+      // knowing, then keep accepting.
+      if (ec != boost::asio::error::would_block && ec != boost::asio::error::try_again)
+        log::write(log::level::warning, core_logger, "accept: " + ec.message());
+      if (ec == boost::asio::error::no_descriptors || ec == boost::asio::error::no_buffer_space) {
+        // Out of fds: back off briefly instead of spinning.
+        auto t = std::make_shared<boost::asio::steady_timer>(threads_[0]->context(), std::chrono::milliseconds(100));
+        t->async_wait([this, t](boost::system::error_code) { accept(); });
+        return;
+      }
+      accept();
+      return;
+    }
+    ++open_;
+    ++accepted_;
+    int family = sock.local_endpoint().protocol().family();
+    if (family == AF_INET || family == AF_INET6) {
+      // Without TCP_NODELAY keep-alive replies stall on Nagle + delayed ACK.
+      int one = 1;
+      ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    boost::asio::post(target.context(), [this, &target, s = std::move(sock)]() mutable {
+      try {
+        auto c = make_connection_(std::move(s), target);
+        target.add(c);
+        c->start();
+      } catch (const std::exception& e) {
+        log::write(log::level::error, core_logger, std::string("could not start connection: ") + e.what());
+        on_connection_closed();
+      }
+    });
+    accept();
+  });
+}
+
+void server::on_connection_closed() {
+  std::size_t now_open = --open_;
+  if (opts_.max_concurrency && now_open < opts_.max_concurrency) {
+    boost::asio::post(threads_[0]->context(), [this] {
+      if (accept_paused_) {
+        accept_paused_ = false;
+        accept();
+      }
+    });
+  }
+  if (now_open == 0) {
+    std::lock_guard<std::mutex> lk(drained_mutex_);
+    drained_.notify_all();
+  }
+}
+
+void server::notify_events() {
+  {
+    std::lock_guard<std::mutex> lk(events_mutex_);
+    if (event_signalled_) return;
+    event_signalled_ = true;
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(event_fd_, &one, sizeof one);
+}
+
+server_events server::take_events() {
+  std::uint64_t v;
+  [[maybe_unused]] auto n = ::read(event_fd_, &v, sizeof v);
+  std::lock_guard<std::mutex> lk(events_mutex_);
+  event_signalled_ = false;
+  server_events out = std::move(pending_);
+  pending_ = server_events{};
+  if (dropped_logs_) {
+    out.logs.push_back({log::level::warning, core_logger,
+                        std::to_string(dropped_logs_) + " native log records dropped (queue full)"});
+    dropped_logs_ = 0;
+  }
+  return out;
+}
+
+server_events server::wait_events(int timeout_ms) {
+  pollfd p{event_fd_, POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, timeout_ms);
+  } while (r < 0 && errno == EINTR);
+  return take_events();
+}
+
+void server::post_log(log::level l, std::string_view logger, std::string message) {
+  {
+    std::lock_guard<std::mutex> lk(events_mutex_);
+    if (pending_.logs.size() >= max_queued_logs) {
+      ++dropped_logs_;
+      return;
+    }
+    pending_.logs.push_back({l, std::string(logger), std::move(message)});
+  }
+  notify_events();
+}
+
+std::size_t server::stop() {
+  if (!acceptor_) return 0;
+  // Stop accepting and ask every connection to finish, each on its own thread.
+  boost::asio::post(threads_[0]->context(), [this] {
+    stopping_ = true;
+    boost::system::error_code ec;
+    // close(), never shutdown(): a shared (Einhorn) listener must stay usable
+    // by the other workers.
+    acceptor_->close(ec);
+    if (signals_) signals_->cancel(ec);
+  });
+  for (auto& t : threads_)
+    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
+
+  std::unique_lock<std::mutex> lk(drained_mutex_);
+  auto pred = [this] { return open_.load() == 0; };
+  if (!drained_.wait_for(lk, opts_.stop_timeout, pred)) {
+    std::size_t forced = open_.load();
+    lk.unlock();
+    for (auto& t : threads_)
+      boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
+    lk.lock();
+    drained_.wait_for(lk, std::chrono::seconds(2), pred);
+    return forced;
+  }
+  return 0;
+}
+
+void server::join() {
+  for (auto& t : threads_) t->stop();
+}
+
+server_stats server::stats() const { return {open_.load(), accepted_.load()}; }
+
+}  // namespace baseplate

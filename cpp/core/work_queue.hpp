@@ -1,0 +1,131 @@
+#pragma once
+/// Hands work from the I/O threads to a pool of worker threads without
+/// waking a thread per item.
+///
+/// A worker is woken only when no worker is running or about to run: while
+/// one is busy it takes the next item itself, so under load items flow with
+/// no wake-ups at all. A watchdog thread notices a stall (items waiting and
+/// none taken for `stall`, e.g. every running worker blocked in a sleep) and
+/// only then wakes more workers, one per waiting item. Producers never
+/// block on consumers and never touch the GIL.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace baseplate {
+
+template <class T>
+class work_queue {
+ public:
+  explicit work_queue(std::chrono::microseconds stall = std::chrono::milliseconds(2)) : stall_(stall) {
+    watchdog_ = std::thread([this] { watch(); });
+  }
+  work_queue(const work_queue&) = delete;
+  work_queue& operator=(const work_queue&) = delete;
+  ~work_queue() {
+    close();
+    watchdog_.join();
+  }
+
+  /// Adds an item (any thread). Returns false once closed.
+  bool push(T item) {
+    std::unique_lock<std::mutex> lk(m_);
+    if (closed_) return false;
+    items_.push_back(std::move(item));
+    if (running_ + notified_ == 0 && sleeping_ > notified_) {
+      ++notified_;
+      lk.unlock();
+      workers_cv_.notify_one();
+      return true;
+    }
+    if (items_.size() == 1) {
+      lk.unlock();
+      watchdog_cv_.notify_one();  // the watchdog sleeps while the queue is empty
+    }
+    return true;
+  }
+
+  /// Takes the next item if one is ready; never blocks. `finished_one`:
+  /// the caller just finished an item it took earlier.
+  std::optional<T> try_pop(bool finished_one) {
+    std::lock_guard<std::mutex> lk(m_);
+    if (finished_one) --running_;
+    return take_locked();
+  }
+
+  /// Waits for the next item; nullopt once closed and drained. Call with
+  /// no lock the producers need (the bridge releases the GIL first).
+  std::optional<T> pop_wait() {
+    std::unique_lock<std::mutex> lk(m_);
+    while (items_.empty() && !closed_) {
+      ++sleeping_;
+      workers_cv_.wait(lk);
+      --sleeping_;
+      if (notified_) --notified_;
+    }
+    return take_locked();
+  }
+
+  /// Wakes every waiter; pop_wait returns nullopt once the queue is empty.
+  void close() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      closed_ = true;
+    }
+    workers_cv_.notify_all();
+    watchdog_cv_.notify_all();
+  }
+
+  /// Items waiting and items being run, for diagnostics.
+  std::pair<std::size_t, std::size_t> sizes() const {
+    std::lock_guard<std::mutex> lk(m_);
+    return {items_.size(), running_};
+  }
+
+ private:
+  std::optional<T> take_locked() {
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    ++running_;
+    ++taken_;
+    return item;
+  }
+
+  void watch() {
+    std::unique_lock<std::mutex> lk(m_);
+    while (!closed_) {
+      if (items_.empty()) {
+        watchdog_cv_.wait(lk);
+        continue;
+      }
+      std::uint64_t before = taken_;
+      watchdog_cv_.wait_for(lk, stall_);
+      if (closed_ || items_.empty() || taken_ != before) continue;
+      // Nothing was taken for a whole stall period: the running workers are
+      // blocked. Wake one idle worker per waiting item.
+      std::size_t idle = sleeping_ > notified_ ? sleeping_ - notified_ : 0;
+      std::size_t wake = std::min(idle, items_.size());
+      notified_ += wake;
+      for (std::size_t i = 0; i < wake; ++i) workers_cv_.notify_one();
+    }
+  }
+
+  const std::chrono::microseconds stall_;
+  mutable std::mutex m_;
+  std::condition_variable workers_cv_;
+  std::condition_variable watchdog_cv_;
+  std::deque<T> items_;
+  std::size_t sleeping_ = 0;  ///< workers waiting in pop_wait
+  std::size_t notified_ = 0;  ///< of those, woken but not yet running
+  std::size_t running_ = 0;   ///< items taken and not finished
+  std::uint64_t taken_ = 0;   ///< items taken so far (the watchdog's progress mark)
+  bool closed_ = false;
+  std::thread watchdog_;
+};
+
+}  // namespace baseplate

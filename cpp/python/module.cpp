@@ -1,0 +1,170 @@
+/// The _core extension: the only place that includes pybind11 besides the
+/// adapters in this folder. It builds a core server for a Python app, feeds
+/// Python worker threads through a work_queue, and hands signals and native
+/// log records to the Python main thread.
+#include "http/connection.hpp"
+#include "server.hpp"
+#include "work_queue.hpp"
+#include "wsgi.hpp"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+
+namespace py = pybind11;
+using namespace baseplate;
+
+namespace {
+
+/// Work for a Python worker.
+struct python_job {
+  std::shared_ptr<http::exchange> http;
+};
+
+/// The core's view of a Python WSGI app: queue the exchange, never block.
+class queued_http_handler final : public http::handler {
+ public:
+  explicit queued_http_handler(work_queue<python_job>& q) : q_(q) {}
+  void handle(std::shared_ptr<http::exchange> ex) override {
+    if (q_.push(python_job{ex})) return;
+    http::response_part part;
+    part.head = http::response_head{503, {}, {{"Content-Type", "text/plain"}}};
+    part.body = "Service Unavailable\n";
+    part.last = true;
+    ex->write(std::move(part), nullptr);
+  }
+
+ private:
+  work_queue<python_job>& q_;
+};
+
+std::chrono::milliseconds ms(const py::dict& d, const char* key, std::chrono::milliseconds dflt) {
+  if (!d.contains(key)) return dflt;
+  return std::chrono::milliseconds(d[key].cast<std::int64_t>());
+}
+
+server_options parse_options(const py::dict& d) {
+  server_options o;
+  if (d.contains("io_threads")) o.io_threads = d["io_threads"].cast<unsigned>();
+  if (d.contains("max_concurrency")) o.max_concurrency = d["max_concurrency"].cast<std::size_t>();
+  o.stop_timeout = ms(d, "stop_timeout_ms", o.stop_timeout);
+  o.header_timeout = ms(d, "header_timeout_ms", o.header_timeout);
+  o.keepalive_timeout = ms(d, "keepalive_timeout_ms", o.keepalive_timeout);
+  o.io_timeout = ms(d, "io_timeout_ms", o.io_timeout);
+  if (d.contains("max_header_size")) o.max_header_size = d["max_header_size"].cast<std::uint32_t>();
+  if (d.contains("max_body_size")) o.max_body_size = d["max_body_size"].cast<std::uint64_t>();
+  if (d.contains("body_preread")) o.body_preread = d["body_preread"].cast<std::size_t>();
+  return o;
+}
+
+/// A core server serving one Python app.
+class py_server {
+ public:
+  explicit py_server(const py::dict& options)
+      : handler_(queue_),
+        server_(parse_options(options), [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+          return std::make_shared<http::connection>(std::move(s), t, handler_, server_.options());
+        }) {}
+
+  ~py_server() { log::set_sink(nullptr); }
+
+  void set_wsgi_app(py::object app, py::object file_wrapper, std::string server_name, std::string server_port) {
+    wsgi_.emplace(python::wsgi_settings{std::move(app), std::move(file_wrapper), std::move(server_name),
+                                        std::move(server_port), true});
+  }
+
+  void adopt_listener(int fd) { server_.adopt_listener(fd); }
+
+  void start(int log_level) {
+    if (!wsgi_) throw std::logic_error("no app set");
+    log::set_threshold(static_cast<log::level>(log_level));
+    log::set_sink([this](log::level l, std::string_view logger, std::string msg) {
+      server_.post_log(l, logger, std::move(msg));
+    });
+    server_.start();
+  }
+
+  /// The body of each Python worker thread. The GIL is held while Python
+  /// runs and released only to wait for work.
+  void run_worker() {
+    bool finished_one = false;
+    for (;;) {
+      auto job = queue_.try_pop(finished_one);
+      if (!job) {
+        py::gil_scoped_release nogil;
+        job = queue_.pop_wait();
+      }
+      if (!job) return;
+      finished_one = true;
+      wsgi_->run(std::move(job->http));
+    }
+  }
+
+  py::tuple events(int timeout_ms) {
+    server_events ev;
+    {
+      py::gil_scoped_release nogil;
+      ev = timeout_ms == 0 ? server_.take_events() : server_.wait_events(timeout_ms);
+    }
+    py::list logs;
+    for (auto& r : ev.logs) logs.append(py::make_tuple(static_cast<int>(r.level), r.logger, r.message));
+    return py::make_tuple(ev.stop ? ev.stop_signal : 0, ev.dump, logs);
+  }
+
+  std::size_t stop() {
+    py::gil_scoped_release nogil;
+    return server_.stop();
+  }
+
+  void close_queue() { queue_.close(); }
+
+  void join() {
+    py::gil_scoped_release nogil;
+    server_.join();
+    log::set_sink(nullptr);
+  }
+
+  py::dict stats() {
+    auto s = server_.stats();
+    auto [queued, running] = queue_.sizes();
+    py::dict d;
+    d["open_connections"] = s.open_connections;
+    d["accepted"] = s.accepted;
+    d["queued"] = queued;
+    d["running"] = running;
+    return d;
+  }
+
+  int event_fd() const { return server_.event_fd(); }
+
+ private:
+  work_queue<python_job> queue_;
+  queued_http_handler handler_;
+  std::optional<python::wsgi_runner> wsgi_;
+  server server_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
+  python::register_wsgi_types(m);
+  py::class_<py_server>(m, "Server")
+      .def(py::init<const py::dict&>(), py::arg("options"))
+      .def("set_wsgi_app", &py_server::set_wsgi_app, py::arg("app"), py::arg("file_wrapper"), py::arg("server_name"),
+           py::arg("server_port"))
+      .def("adopt_listener", &py_server::adopt_listener, py::arg("fd"))
+      .def("start", &py_server::start, py::arg("log_level"))
+      .def("run_worker", &py_server::run_worker)
+      .def("events", &py_server::events, py::arg("timeout_ms"))
+      .def("stop", &py_server::stop)
+      .def("close_queue", &py_server::close_queue)
+      .def("join", &py_server::join)
+      .def("stats", &py_server::stats)
+      .def_property_readonly("event_fd", &py_server::event_fd);
+#ifdef BPS_VERSION_STRING
+  m.attr("__version__") = BPS_VERSION_STRING;
+#endif
+}

@@ -1,0 +1,441 @@
+#include "wsgi.hpp"
+
+#include "waiter.hpp"
+
+#include <boost/asio/error.hpp>
+#include <pybind11/stl.h>
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+namespace baseplate::python {
+namespace {
+
+using boost::system::error_code;
+
+/// Body pieces handed over before the head goes out are joined up to this
+/// size, so a list body costs one write.
+constexpr std::size_t coalesce_limit = 64 * 1024;
+
+thread_local std::shared_ptr<waiter> thread_waiter;
+waiter& my_waiter() {
+  if (!thread_waiter) thread_waiter = std::make_shared<waiter>();
+  thread_waiter->reset();
+  return *thread_waiter;
+}
+
+py::str latin1(std::string_view s) {
+  PyObject* o = PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr);
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%' && i + 2 < in.size()) {
+      int h = hexval(in[i + 1]), l = hexval(in[i + 2]);
+      if (h >= 0 && l >= 0) {
+        out.push_back(static_cast<char>(h * 16 + l));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(in[i]);
+  }
+  return out;
+}
+
+/// Raises OSError for a failed network operation.
+[[noreturn]] void raise_io(const char* what, error_code ec) {
+  std::string msg = std::string(what) + ": " + ec.message();
+  PyErr_SetString(PyExc_OSError, msg.c_str());
+  throw py::error_already_set();
+}
+
+}  // namespace
+
+/// environ["wsgi.input"]: reads the request body from the network as the
+/// app asks for it, so an upload of any size is never held whole.
+class input_stream {
+ public:
+  explicit input_stream(std::shared_ptr<http::exchange> ex) : ex_(std::move(ex)) {}
+
+  py::bytes read(Py_ssize_t size) {
+    if (size < 0) {
+      while (!eof_) fetch(0);
+      return take(buf_.size());
+    }
+    while (static_cast<Py_ssize_t>(buf_.size()) < size && !eof_) fetch(static_cast<std::size_t>(size) - buf_.size());
+    return take(std::min(buf_.size(), static_cast<std::size_t>(size)));
+  }
+
+  py::bytes readline(Py_ssize_t size) {
+    std::size_t scanned = 0;
+    for (;;) {
+      auto nl = buf_.find('\n', scanned);
+      if (nl != std::string::npos) {
+        std::size_t n = nl + 1;
+        if (size >= 0) n = std::min(n, static_cast<std::size_t>(size));
+        return take(n);
+      }
+      if (size >= 0 && buf_.size() >= static_cast<std::size_t>(size)) return take(static_cast<std::size_t>(size));
+      if (eof_) return take(buf_.size());
+      scanned = buf_.size();
+      fetch(0);
+    }
+  }
+
+  py::list readlines(Py_ssize_t hint) {
+    py::list out;
+    Py_ssize_t total = 0;
+    for (;;) {
+      py::bytes line = readline(-1);
+      Py_ssize_t n = PyBytes_GET_SIZE(line.ptr());
+      if (n == 0) break;
+      out.append(line);
+      total += n;
+      if (hint > 0 && total >= hint) break;
+    }
+    return out;
+  }
+
+  py::bytes next() {
+    py::bytes line = readline(-1);
+    if (PyBytes_GET_SIZE(line.ptr()) == 0) throw py::stop_iteration();
+    return line;
+  }
+
+ private:
+  void fetch(std::size_t want) {
+    waiter& w = my_waiter();
+    auto keep = thread_waiter;
+    ex_->read_body(want, [keep](error_code ec, std::string_view data) { keep->complete(ec, data); });
+    error_code ec;
+    {
+      py::gil_scoped_release nogil;
+      ec = w.wait();
+    }
+    if (ec) raise_io("reading the request body", ec);
+    if (w.data().empty())
+      eof_ = true;
+    else
+      buf_.append(w.data());
+  }
+
+  py::bytes take(std::size_t n) {
+    py::bytes out(buf_.data(), n);
+    buf_.erase(0, n);
+    return out;
+  }
+
+  std::shared_ptr<http::exchange> ex_;
+  std::string buf_;
+  bool eof_ = false;
+};
+
+/// start_response and write() of one request, and the response state.
+class responder {
+ public:
+  explicit responder(std::shared_ptr<http::exchange> ex) : ex_(std::move(ex)) {}
+
+  void start_response(py::object status, py::object headers, py::object exc_info) {
+    if (!exc_info.is_none()) {
+      if (head_sent_) {
+        // PEP 3333: too late to change the response; re-raise the app's error.
+        py::tuple t = exc_info;
+        py::object type = t[0], value = t[1], tb = t[2];
+        PyErr_Restore(type.release().ptr(), value.release().ptr(), tb.release().ptr());
+        throw py::error_already_set();
+      }
+    } else if (head_) {
+      throw py::value_error("start_response called a second time without exc_info");
+    }
+    if (!PyUnicode_Check(status.ptr())) throw py::type_error("status must be a str");
+    std::string st = status.cast<std::string>();
+    if (st.size() < 4 || st[3] != ' ' || !isdigit(st[0]) || !isdigit(st[1]) || !isdigit(st[2]))
+      throw py::value_error("status must look like '200 OK', got " + st);
+    http::response_head h;
+    h.status = static_cast<unsigned>((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0'));
+    h.reason = st.substr(4);
+    if (!PyList_Check(headers.ptr())) throw py::type_error("headers must be a list");
+    for (auto item : headers) {
+      if (!PyTuple_Check(item.ptr()) || PyTuple_GET_SIZE(item.ptr()) != 2)
+        throw py::type_error("each header must be a (name, value) tuple");
+      PyObject* name = PyTuple_GET_ITEM(item.ptr(), 0);
+      PyObject* value = PyTuple_GET_ITEM(item.ptr(), 1);
+      if (!PyUnicode_Check(name) || !PyUnicode_Check(value)) throw py::type_error("header names and values must be str");
+      h.headers.emplace_back(encode_latin1(name), encode_latin1(value));
+      if (auto e = http::check_field_name(h.headers.back().first)) throw py::value_error(*e);
+      if (auto e = http::check_field_value(h.headers.back().second)) throw py::value_error(*e);
+    }
+    head_ = std::move(h);
+  }
+
+  /// The write() callable: sends at once and waits for the network.
+  void write(const py::bytes& data) {
+    if (!head_) throw py::value_error("write() before start_response");
+    flush_body(std::string(data), false, true);
+  }
+
+  /// Adds one body piece from the iterable; sends when worth it.
+  void add(PyObject* chunk) {
+    if (!PyBytes_Check(chunk)) {
+      PyErr_Format(PyExc_TypeError, "WSGI body items must be bytes, not %.100s", Py_TYPE(chunk)->tp_name);
+      throw py::error_already_set();
+    }
+    if (!head_) throw py::value_error("the app returned body bytes before calling start_response");
+    Py_ssize_t n = PyBytes_GET_SIZE(chunk);
+    if (n == 0) return;
+    pending_.append(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(n));
+    if (streaming_ || pending_.size() >= coalesce_limit) {
+      std::string body;
+      body.swap(pending_);
+      flush_body(std::move(body), false, true);
+    }
+  }
+
+  /// Finishes the response: head (if not yet sent) and what is pending.
+  void finish() {
+    if (!head_) throw py::value_error("the app returned without calling start_response");
+    std::string body;
+    body.swap(pending_);
+    flush_body(std::move(body), true, false);
+  }
+
+  void set_streaming() { streaming_ = true; }
+  bool head_set() const { return head_.has_value(); }
+  bool head_sent() const { return head_sent_; }
+  bool client_gone() const { return client_gone_; }
+  http::response_head& head() { return *head_; }
+  http::exchange& exchange() { return *ex_; }
+
+  /// Sends `data`; waits for the network when `wait` (GIL released).
+  void flush_body(std::string data, bool last, bool wait) {
+    if (client_gone_) raise_io("writing the response", boost::asio::error::connection_reset);
+    http::response_part part;
+    if (!head_sent_) {
+      part.head = *head_;
+      head_sent_ = true;
+    }
+    part.body = std::move(data);
+    part.last = last;
+    if (!wait) {
+      ex_->write(std::move(part), nullptr);
+      return;
+    }
+    waiter& w = my_waiter();
+    auto keep = thread_waiter;
+    ex_->write(std::move(part), [keep](error_code ec) { keep->complete(ec); });
+    error_code ec;
+    {
+      py::gil_scoped_release nogil;
+      ec = w.wait();
+    }
+    if (ec) {
+      client_gone_ = true;
+      raise_io("writing the response", ec);
+    }
+  }
+
+  /// Sends a file's bytes with sendfile(2) after the head; waits.
+  error_code send_file(int fd, std::uint64_t offset, std::uint64_t count) {
+    waiter& w = my_waiter();
+    auto keep = thread_waiter;
+    ex_->send_file(fd, offset, count, [keep](error_code ec) { keep->complete(ec); });
+    py::gil_scoped_release nogil;
+    return w.wait();
+  }
+
+ private:
+  static std::string encode_latin1(PyObject* s) {
+    PyObject* b = PyUnicode_AsLatin1String(s);
+    if (!b) throw py::error_already_set();
+    std::string out(PyBytes_AS_STRING(b), static_cast<std::size_t>(PyBytes_GET_SIZE(b)));
+    Py_DECREF(b);
+    return out;
+  }
+
+  std::shared_ptr<http::exchange> ex_;
+  std::optional<http::response_head> head_;
+  bool head_sent_ = false;
+  bool client_gone_ = false;
+  bool streaming_ = false;
+  std::string pending_;
+};
+
+void register_wsgi_types(py::module_& m) {
+  py::class_<input_stream>(m, "InputStream", "environ['wsgi.input']: the request body, streamed.")
+      .def("read", &input_stream::read, py::arg("size") = -1)
+      .def("readline", &input_stream::readline, py::arg("size") = -1)
+      .def("readlines", &input_stream::readlines, py::arg("hint") = -1)
+      .def("__iter__", [](py::object self) { return self; })
+      .def("__next__", &input_stream::next);
+  py::class_<responder>(m, "StartResponse", "The start_response callable of one request.")
+      .def(
+          "__call__",
+          [](py::object self, py::object status, py::object headers, py::object exc_info) {
+            self.cast<responder&>().start_response(std::move(status), std::move(headers), std::move(exc_info));
+            // The write() callable: a bound method keeps the responder alive
+            // as long as the app holds it.
+            return self.attr("write");
+          },
+          py::arg("status"), py::arg("headers"), py::arg("exc_info") = py::none())
+      .def("write", &responder::write, py::arg("data"));
+}
+
+wsgi_runner::wsgi_runner(wsgi_settings s) : s_(std::move(s)) {
+  template_["wsgi.version"] = py::make_tuple(1, 0);
+  template_["wsgi.url_scheme"] = "http";
+  template_["wsgi.errors"] = py::module_::import("sys").attr("stderr");
+  template_["wsgi.multithread"] = py::bool_(s_.multithread);
+  template_["wsgi.multiprocess"] = py::bool_(false);
+  template_["wsgi.run_once"] = py::bool_(false);
+  template_["wsgi.input_terminated"] = py::bool_(true);
+  template_["wsgi.file_wrapper"] = s_.file_wrapper;
+  template_["SCRIPT_NAME"] = "";
+  template_["SERVER_NAME"] = s_.server_name;
+  template_["SERVER_PORT"] = s_.server_port;
+  logger_ = py::module_::import("logging").attr("getLogger")("baseplate_serve.wsgi");
+}
+
+py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
+  PyObject* d = PyDict_Copy(template_.ptr());
+  if (!d) throw py::error_already_set();
+  py::dict env = py::reinterpret_steal<py::dict>(d);
+  std::string_view target = r.target;
+  // absolute-form (a proxy request): keep only the path and query
+  if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
+    auto slash = target.find('/', target.find("//") + 2);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  auto q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+  env["REQUEST_METHOD"] = latin1(r.method);
+  env["PATH_INFO"] = latin1(percent_decode(path));
+  env["QUERY_STRING"] = latin1(query);
+  env["SERVER_PROTOCOL"] = r.version == 10 ? "HTTP/1.0" : "HTTP/1.1";
+  env["REMOTE_ADDR"] = latin1(r.remote_host);
+  env["REMOTE_PORT"] = r.remote_port ? py::str(std::to_string(r.remote_port)) : py::str("");
+  env["wsgi.input"] = input;
+  std::string key;
+  for (const auto& [name, value] : r.headers) {
+    bool underscore = false;
+    key.assign("HTTP_");
+    for (char c : name) {
+      if (c == '_') underscore = true;
+      key.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    }
+    // A name with "_" would be indistinguishable from one with "-" and
+    // could spoof a header a proxy set: drop it, as nginx and gunicorn do.
+    if (underscore) continue;
+    std::string_view k = key;
+    if (k == "HTTP_CONTENT_TYPE" || k == "HTTP_CONTENT_LENGTH") k.remove_prefix(5);
+    py::str pk(k.data(), k.size());
+    PyObject* existing = PyDict_GetItem(env.ptr(), pk.ptr());
+    if (existing && k.rfind("HTTP_", 0) == 0) {
+      py::str joined = py::reinterpret_borrow<py::str>(existing) + py::str(", ") + latin1(value);
+      env[pk] = joined;
+    } else {
+      env[pk] = latin1(value);
+    }
+  }
+  return env;
+}
+
+void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
+  py::object result;
+  responder* resp = nullptr;
+  py::object resp_obj;
+  try {
+    resp_obj = py::cast(responder(ex), py::return_value_policy::move);
+    resp = resp_obj.cast<responder*>();
+    py::object input = py::cast(input_stream(ex), py::return_value_policy::move);
+    py::dict env = make_environ(ex->req(), input);
+    result = s_.app(env, resp_obj);
+
+    bool sent_file = false;
+    if (!s_.file_wrapper.is_none() && py::isinstance(result, s_.file_wrapper) && resp->head_set()) {
+      // sendfile(2) when the wrapped object is a regular file
+      py::object filelike = result.attr("filelike");
+      int fd = -1;
+      if (py::hasattr(filelike, "fileno")) {
+        try {
+          fd = filelike.attr("fileno")().cast<int>();
+        } catch (py::error_already_set&) {
+          fd = -1;
+        }
+      }
+      struct stat st{};
+      if (fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (py::hasattr(filelike, "flush")) filelike.attr("flush")();
+        std::int64_t offset = py::hasattr(filelike, "tell") ? filelike.attr("tell")().cast<std::int64_t>() : 0;
+        std::uint64_t count = st.st_size > offset ? static_cast<std::uint64_t>(st.st_size - offset) : 0;
+        auto& headers = resp->head().headers;
+        bool has_length = false;
+        for (auto& [n, v] : headers)
+          if (strcasecmp(n.c_str(), "content-length") == 0) {
+            has_length = true;
+            count = std::min<std::uint64_t>(count, std::stoull(v));
+          }
+        if (!has_length) headers.emplace_back("Content-Length", std::to_string(count));
+        resp->flush_body({}, false, true);
+        if (auto ec = resp->send_file(fd, static_cast<std::uint64_t>(offset), count)) raise_io("sendfile", ec);
+        resp->finish();
+        sent_file = true;
+      }
+    }
+    if (!sent_file) {
+      if (PyList_CheckExact(result.ptr()) || PyTuple_CheckExact(result.ptr())) {
+        PyObject* seq = result.ptr();
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t i = 0; i < n; ++i) resp->add(PySequence_Fast_GET_ITEM(seq, i));
+      } else {
+        resp->set_streaming();
+        py::iterator it = py::iter(result);
+        while (it != py::iterator::sentinel()) {
+          resp->add(it->ptr());
+          ++it;
+        }
+      }
+      resp->finish();
+    }
+  } catch (py::error_already_set& e) {
+    bool client_gone = resp && resp->client_gone();
+    if (!client_gone) {
+      logger_.attr("error")("Unhandled error in WSGI app %s %s", ex->req().method, ex->req().target,
+                            py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
+      if (resp && !resp->head_sent()) {
+        http::response_part part;
+        part.head = http::response_head{500, {}, {{"Content-Type", "text/plain"}}};
+        part.body = "Internal Server Error\n";
+        part.last = true;
+        ex->write(std::move(part), nullptr);
+      } else {
+        ex->abort();
+      }
+    } else {
+      ex->abort();
+    }
+  }
+  if (result && py::hasattr(result, "close")) {
+    try {
+      result.attr("close")();
+    } catch (py::error_already_set& e) {
+      logger_.attr("error")("Error closing the WSGI iterable",
+                            py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
+    }
+  }
+}
+
+}  // namespace baseplate::python

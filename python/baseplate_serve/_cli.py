@@ -1,0 +1,116 @@
+"""The ``baseplate-serve`` command: the command line of baseplate.py."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from typing import Any, Optional, Sequence
+
+from baseplate_serve import __version__
+from baseplate_serve._config_file import read_config
+from baseplate_serve._errors import AppError, ConfigError, StartupError
+from baseplate_serve._factory import call_app_factory, load_factory
+from baseplate_serve._listener import BindEndpoint, bind_socket, parse_bind
+from baseplate_serve._logging import configure_logging
+
+logger = logging.getLogger("baseplate_serve")
+
+#: Server factory names served by the native core instead of being imported.
+BUILTIN_WSGI = ("baseplate.server.wsgi", "baseplate.server.wsgi:make_server")
+BUILTIN_THRIFT = ("baseplate.server.thrift", "baseplate.server.thrift:make_server")
+
+
+def _bind_arg(text: str) -> BindEndpoint:
+    try:
+        return parse_bind(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="baseplate-serve",
+        description="Serve the app described by config_file.",
+    )
+    parser.add_argument("--debug", action="store_true", default=False, help="enable extra-verbose debug logging")
+    parser.add_argument(
+        "--reload", action="store_true", default=False, help="restart the server when code changes (development only)"
+    )
+    parser.add_argument(
+        "--app-name", default="main", metavar="NAME", help="name of app to load from config_file (default: main)"
+    )
+    parser.add_argument(
+        "--server-name",
+        default="main",
+        metavar="NAME",
+        help="name of server to load from config_file (default: main)",
+    )
+    parser.add_argument(
+        "--bind",
+        type=_bind_arg,
+        default=parse_bind("localhost:9090"),
+        metavar="ENDPOINT",
+        help="endpoint to bind to: host:port, [v6]:port or a UNIX socket path (default: localhost:9090;"
+        " ignored under Einhorn)",
+    )
+    parser.add_argument("--version", action="version", version=f"baseplate-serve {__version__}")
+    parser.add_argument("config_file", help="path to a configuration file")
+    return parser.parse_args(argv)
+
+
+def _make_app(cfg: Any) -> Any:
+    factory = load_factory(cfg.app["factory"], "make_app", filename=cfg.filename, section=cfg.app_section)
+    return call_app_factory(factory, cfg.app, filename=cfg.filename, section=cfg.app_section)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Loads the config and the app, binds, and serves until stopped."""
+    sys.path.insert(0, os.getcwd())
+    cfg = read_config(args.config_file, args.server_name, args.app_name)
+    configure_logging(cfg.filename, cfg.has_logging_options, args.debug)
+    if args.reload:
+        logger.warning("--reload is not available yet; serving without reloading")
+
+    server_factory = cfg.server["factory"].strip()
+    if server_factory in BUILTIN_THRIFT:
+        raise ConfigError.at(
+            cfg.filename, cfg.server_section, "factory", "baseplate.server.thrift is not available in this version"
+        )
+    app = _make_app(cfg)
+    if server_factory in BUILTIN_WSGI:
+        if not callable(app):
+            raise AppError(
+                f"{cfg.filename}: [{cfg.app_section}] factory: the app factory returned"
+                f" {type(app).__name__}, not a WSGI callable"
+            )
+        from baseplate_serve._native import NativeServer
+
+        listener = bind_socket(args.bind)
+        NativeServer(cfg.server, listener, app, filename=cfg.filename, section=cfg.server_section).serve_forever()
+        return
+
+    # Any other factory is called as baseplate.py calls it.
+    make_server = load_factory(server_factory, "make_server", filename=cfg.filename, section=cfg.server_section)
+    listener = bind_socket(args.bind)
+    server = make_server(cfg.server, listener, app)
+    from baseplate_serve._custom import run_custom_server
+
+    run_custom_server(server, listener)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of ``baseplate-serve`` and ``python -m baseplate_serve``."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except StartupError as exc:
+        if isinstance(exc, AppError) and exc.__cause__ is not None:
+            logging.getLogger("baseplate_serve").error("%s", exc, exc_info=exc.__cause__)
+            if not logging.getLogger().handlers:
+                import traceback
+
+                traceback.print_exception(type(exc.__cause__), exc.__cause__, exc.__cause__.__traceback__)
+        print(f"baseplate-serve: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_status)

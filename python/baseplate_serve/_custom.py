@@ -1,0 +1,42 @@
+"""Drives a server object from a custom ``[server:NAME] factory``, as
+baseplate.py does: ``start()``/``stop()``, or ``serve_forever()``."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+from typing import Any
+
+from baseplate_serve._listener import describe
+
+logger = logging.getLogger("baseplate_serve")
+
+
+def run_custom_server(server: Any, listener: socket.socket) -> None:
+    """Serves until SIGTERM, SIGINT or SIGUSR2, then calls ``stop()``."""
+    stop = threading.Event()
+
+    def on_signal(signo: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, on_signal)
+        signal.siginterrupt(sig, False)
+
+    logger.info("Listening on %s", describe(listener))
+    if hasattr(server, "start"):
+        server.start()
+        while not stop.wait(1.0):
+            pass
+        logger.info("Stopping gracefully")
+        server.stop()
+    else:
+        thread = threading.Thread(target=server.serve_forever, name="custom-server", daemon=True)
+        thread.start()
+        while not stop.wait(1.0) and thread.is_alive():
+            pass
+        if hasattr(server, "stop"):
+            server.stop()
+    logger.info("Stopped")

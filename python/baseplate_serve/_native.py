@@ -1,0 +1,79 @@
+"""Serves a Python app with the native core: worker threads, the event
+loop of the main thread (signals, native log records) and graceful stop."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+from typing import Any, Callable, Dict, List
+
+from baseplate_serve import _core
+from baseplate_serve._file_wrapper import FileWrapper
+from baseplate_serve._listener import describe
+from baseplate_serve._logging import emit_native
+from baseplate_serve._options import parse_server_options
+
+logger = logging.getLogger("baseplate_serve")
+
+#: How long the main thread waits for the workers once the network is done.
+_WORKER_JOIN_TIMEOUT = 5.0
+
+
+class NativeServer:
+    """A native-core server for one app; ``serve_forever()`` blocks until a
+    SIGTERM, SIGINT or SIGUSR2, then stops gracefully."""
+
+    def __init__(
+        self,
+        server_config: Dict[str, str],
+        listener: socket.socket,
+        app: Callable[..., Any],
+        *,
+        filename: str,
+        section: str,
+    ) -> None:
+        options = parse_server_options(server_config, filename, section)
+        self._python_threads: int = options["python_threads"]
+        self._listener = listener
+        self._core = _core.Server(options)
+        name, port = _server_name_port(listener)
+        self._core.set_wsgi_app(app, FileWrapper, name, port)
+        self._core.adopt_listener(listener.fileno())
+        self._workers: List[threading.Thread] = []
+
+    def serve_forever(self) -> None:
+        """Serves until a stop signal, then drains and returns."""
+        self._core.start(logging.getLogger().getEffectiveLevel())
+        for i in range(self._python_threads):
+            worker = threading.Thread(target=self._core.run_worker, name=f"baseplate-worker-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        logger.info("Listening on %s", describe(self._listener))
+        # The core owns SIGTERM/SIGINT/SIGUSR2/SIGUSR1 while serving and wakes
+        # this thread for them and for native log records.
+        while True:
+            stop_signal, _dump, records = self._core.events(1000)
+            emit_native(records)
+            if stop_signal:
+                break
+        logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
+        forced = self._core.stop()
+        if forced:
+            logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
+        self._core.close_queue()
+        for worker in self._workers:
+            worker.join(_WORKER_JOIN_TIMEOUT)
+        self._core.join()
+        _stop, _dump, records = self._core.events(0)
+        emit_native(records)
+        self._listener.close()
+        logger.info("Stopped")
+
+
+def _server_name_port(listener: socket.socket) -> "tuple[str, str]":
+    name = listener.getsockname()
+    if listener.family in (socket.AF_INET, socket.AF_INET6):
+        return str(name[0]), str(name[1])
+    return "localhost", ""
