@@ -4,6 +4,8 @@
 /// log records to the Python main thread.
 #include "http/connection.hpp"
 #include "server.hpp"
+#include "thrift.hpp"
+#include "thrift/connection.hpp"
 #include "work_queue.hpp"
 #include "wsgi.hpp"
 
@@ -18,9 +20,10 @@ using namespace baseplate;
 
 namespace {
 
-/// Work for a Python worker.
+/// Work for a Python worker: an HTTP exchange or a Thrift call.
 struct python_job {
   std::shared_ptr<http::exchange> http;
+  std::shared_ptr<thrift::call> thrift;
 };
 
 /// The core's view of a Python WSGI app: queue the exchange, never block.
@@ -28,12 +31,24 @@ class queued_http_handler final : public http::handler {
  public:
   explicit queued_http_handler(work_queue<python_job>& q) : q_(q) {}
   void handle(std::shared_ptr<http::exchange> ex) override {
-    if (q_.push(python_job{ex})) return;
+    if (q_.push(python_job{ex, nullptr})) return;
     http::response_part part;
     part.head = http::response_head{503, {}, {{"Content-Type", "text/plain"}}};
     part.body = "Service Unavailable\n";
     part.last = true;
     ex->write(std::move(part), nullptr);
+  }
+
+ private:
+  work_queue<python_job>& q_;
+};
+
+/// The core's view of a Python TProcessor: queue the call, never block.
+class queued_thrift_handler final : public thrift::handler {
+ public:
+  explicit queued_thrift_handler(work_queue<python_job>& q) : q_(q) {}
+  void handle(std::shared_ptr<thrift::call> c) override {
+    if (!q_.push(python_job{nullptr, c})) c->fail();
   }
 
  private:
@@ -56,17 +71,18 @@ server_options parse_options(const py::dict& d) {
   if (d.contains("max_header_size")) o.max_header_size = d["max_header_size"].cast<std::uint32_t>();
   if (d.contains("max_body_size")) o.max_body_size = d["max_body_size"].cast<std::uint64_t>();
   if (d.contains("body_preread")) o.body_preread = d["body_preread"].cast<std::size_t>();
+  if (d.contains("max_frame_size")) o.max_frame_size = d["max_frame_size"].cast<std::size_t>();
   return o;
 }
 
-/// A core server serving one Python app.
+/// A core server serving one Python app: a WSGI callable ("wsgi") or a
+/// Thrift TProcessor ("thrift").
 class py_server {
  public:
-  explicit py_server(const py::dict& options)
-      : handler_(queue_),
-        server_(parse_options(options), [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
-          return std::make_shared<http::connection>(std::move(s), t, handler_, server_.options());
-        }) {}
+  py_server(const py::dict& options, const std::string& protocol)
+      : http_handler_(queue_),
+        thrift_handler_(queue_),
+        server_(parse_options(options), make_factory(protocol)) {}
 
   ~py_server() { log::set_sink(nullptr); }
 
@@ -75,10 +91,12 @@ class py_server {
                                         std::move(server_port), true});
   }
 
+  void set_thrift_processor(py::object processor) { thrift_.emplace(std::move(processor)); }
+
   void adopt_listener(int fd) { server_.adopt_listener(fd); }
 
   void start(int log_level) {
-    if (!wsgi_) throw std::logic_error("no app set");
+    if (!wsgi_ && !thrift_) throw std::logic_error("no app set");
     log::set_threshold(static_cast<log::level>(log_level));
     log::set_sink([this](log::level l, std::string_view logger, std::string msg) {
       server_.post_log(l, logger, std::move(msg));
@@ -98,7 +116,10 @@ class py_server {
       }
       if (!job) return;
       finished_one = true;
-      wsgi_->run(std::move(job->http));
+      if (job->http)
+        wsgi_->run(std::move(job->http));
+      else
+        thrift_->run(std::move(job->thrift));
     }
   }
 
@@ -140,9 +161,23 @@ class py_server {
   int event_fd() const { return server_.event_fd(); }
 
  private:
+  connection_factory make_factory(const std::string& protocol) {
+    if (protocol == "wsgi")
+      return [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+        return std::make_shared<http::connection>(std::move(s), t, http_handler_, server_.options());
+      };
+    if (protocol == "thrift")
+      return [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+        return std::make_shared<thrift::connection>(std::move(s), t, thrift_handler_, server_.options());
+      };
+    throw std::invalid_argument("unknown protocol " + protocol);
+  }
+
   work_queue<python_job> queue_;
-  queued_http_handler handler_;
+  queued_http_handler http_handler_;
+  queued_thrift_handler thrift_handler_;
   std::optional<python::wsgi_runner> wsgi_;
+  std::optional<python::thrift_runner> thrift_;
   server server_;
 };
 
@@ -152,9 +187,10 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
   python::register_wsgi_types(m);
   py::class_<py_server>(m, "Server")
-      .def(py::init<const py::dict&>(), py::arg("options"))
+      .def(py::init<const py::dict&, const std::string&>(), py::arg("options"), py::arg("protocol"))
       .def("set_wsgi_app", &py_server::set_wsgi_app, py::arg("app"), py::arg("file_wrapper"), py::arg("server_name"),
            py::arg("server_port"))
+      .def("set_thrift_processor", &py_server::set_thrift_processor, py::arg("processor"))
       .def("adopt_listener", &py_server::adopt_listener, py::arg("fd"))
       .def("start", &py_server::start, py::arg("log_level"))
       .def("run_worker", &py_server::run_worker)

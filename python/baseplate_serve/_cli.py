@@ -65,6 +65,17 @@ def _make_app(cfg: Any) -> Any:
     return call_app_factory(factory, cfg.app, filename=cfg.filename, section=cfg.app_section)
 
 
+def _check_app(cfg: Any, app: Any, protocol: str) -> None:
+    if protocol == "thrift":
+        ok, what = callable(getattr(app, "process", None)), "a Thrift TProcessor (an object with process())"
+    else:
+        ok, what = callable(app), "a WSGI callable"
+    if not ok:
+        raise AppError(
+            f"{cfg.filename}: [{cfg.app_section}] factory: the app factory returned {type(app).__name__}, not {what}"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     """Loads the config and the app, binds, and serves until stopped."""
     sys.path.insert(0, os.getcwd())
@@ -74,21 +85,23 @@ def run(args: argparse.Namespace) -> None:
         logger.warning("--reload is not available yet; serving without reloading")
 
     server_factory = cfg.server["factory"].strip()
-    if server_factory in BUILTIN_THRIFT:
-        raise ConfigError.at(
-            cfg.filename, cfg.server_section, "factory", "baseplate.server.thrift is not available in this version"
-        )
+    builtin = "wsgi" if server_factory in BUILTIN_WSGI else "thrift" if server_factory in BUILTIN_THRIFT else None
+    if builtin == "thrift":
+        try:
+            import baseplate_serve._thrift  # noqa: F401  (fails early without the thrift package)
+        except ImportError as exc:
+            raise ConfigError.at(
+                cfg.filename, cfg.server_section, "factory", f"baseplate.server.thrift needs the thrift package: {exc}"
+            ) from None
     app = _make_app(cfg)
-    if server_factory in BUILTIN_WSGI:
-        if not callable(app):
-            raise AppError(
-                f"{cfg.filename}: [{cfg.app_section}] factory: the app factory returned"
-                f" {type(app).__name__}, not a WSGI callable"
-            )
+    if builtin:
+        _check_app(cfg, app, builtin)
         from baseplate_serve._native import NativeServer
 
         listener = bind_socket(args.bind)
-        NativeServer(cfg.server, listener, app, filename=cfg.filename, section=cfg.server_section).serve_forever()
+        NativeServer(
+            cfg.server, listener, app, protocol=builtin, filename=cfg.filename, section=cfg.server_section
+        ).serve_forever()
         return
 
     # Any other factory is called as baseplate.py calls it.

@@ -7,7 +7,7 @@ import signal
 import socket
 import threading
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 from baseplate_serve import _core
 from baseplate_serve._file_wrapper import FileWrapper
@@ -22,24 +22,29 @@ _WORKER_JOIN_TIMEOUT = 5.0
 
 
 class NativeServer:
-    """A native-core server for one app; ``serve_forever()`` blocks until a
+    """A native-core server for one app (``protocol``: "wsgi" for a WSGI
+    callable, "thrift" for a TProcessor); ``serve_forever()`` blocks until a
     SIGTERM, SIGINT or SIGUSR2, then stops gracefully."""
 
     def __init__(
         self,
         server_config: Dict[str, str],
         listener: socket.socket,
-        app: Callable[..., Any],
+        app: Any,
         *,
+        protocol: str,
         filename: str,
         section: str,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
         self._python_threads: int = options["python_threads"]
         self._listener = listener
-        self._core = _core.Server(options)
-        name, port = _server_name_port(listener)
-        self._core.set_wsgi_app(app, FileWrapper, name, port)
+        self._core = _core.Server(options, protocol)
+        if protocol == "thrift":
+            self._core.set_thrift_processor(app)
+        else:
+            name, port = _server_name_port(listener)
+            self._core.set_wsgi_app(app, FileWrapper, name, port)
         self._core.adopt_listener(listener.fileno())
         self._workers: List[threading.Thread] = []
 

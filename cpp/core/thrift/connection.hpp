@@ -1,0 +1,63 @@
+#pragma once
+/// One Thrift connection: finds each message in the byte stream, decodes it
+/// with the connection's codec, hands it to the app, and writes the reply in
+/// the client's framing. Calls on one connection are answered in order.
+#include "../connection_base.hpp"
+#include "../options.hpp"
+#include "call.hpp"
+#include "codec.hpp"
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include <memory>
+#include <string>
+
+namespace baseplate {
+class io_thread;
+}
+
+namespace baseplate::thrift {
+
+class connection final : public connection_base {
+ public:
+  using socket_type = boost::asio::generic::stream_protocol::socket;
+
+  connection(socket_type socket, io_thread& thread, handler& app, const server_options& opts);
+  ~connection() override;
+
+  void start() override;
+  void shutdown() override;
+  void close() override;
+  void check_deadline(clock::time_point now) override;
+
+ private:
+  class call_impl;
+  friend class call_impl;
+
+  enum class phase { idle, reading, app, writing, closed };
+
+  std::shared_ptr<connection> self() { return std::static_pointer_cast<connection>(shared_from_this()); }
+  void next_message();
+  void read_more();
+  void on_reply(std::uint64_t id, std::string payload, headers_map headers, bool zlib);
+  void on_fail(std::uint64_t id);
+  void finish_call();
+  void reject(const std::string& why);
+
+  socket_type socket_;
+  io_thread& thread_;
+  handler& app_;
+  const server_options& opts_;
+  codec codec_;
+  boost::beast::flat_buffer buffer_;
+  std::string out_;
+  std::size_t message_size_ = 0;  ///< bytes of the message being served
+  std::uint64_t call_id_ = 0;
+  phase phase_ = phase::idle;
+  bool stopping_ = false;
+  clock::time_point deadline_ = clock::time_point::max();
+  std::string peer_;
+};
+
+}  // namespace baseplate::thrift

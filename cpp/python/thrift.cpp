@@ -1,0 +1,30 @@
+#include "thrift.hpp"
+
+namespace baseplate::python {
+
+thrift_runner::thrift_runner(py::object processor)
+    : processor_(std::move(processor)),
+      process_call_(py::module_::import("baseplate_serve._thrift").attr("process_call")),
+      logger_(py::module_::import("logging").attr("getLogger")("baseplate_serve.thrift")) {}
+
+void thrift_runner::run(std::shared_ptr<thrift::call> c) {
+  try {
+    py::dict headers;
+    for (const auto& [k, v] : c->headers()) headers[py::bytes(k)] = py::bytes(v);
+    auto payload = c->payload();
+    py::tuple result = process_call_(processor_, py::bytes(payload.data(), payload.size()), headers, c->protocol_id());
+    thrift::headers_map reply_headers;
+    for (auto item : py::reinterpret_borrow<py::dict>(result[1]))
+      reply_headers.emplace(item.first.cast<std::string>(), item.second.cast<std::string>());
+    c->reply(result[0].cast<std::string>(), std::move(reply_headers), result[2].cast<bool>());
+  } catch (py::error_already_set& e) {
+    // The generated processors answer app exceptions themselves; what
+    // arrives here broke the protocol (a malformed message): drop the
+    // connection, keep serving.
+    logger_.attr("error")("Thrift processor failed; closing the connection",
+                          py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
+    c->fail();
+  }
+}
+
+}  // namespace baseplate::python

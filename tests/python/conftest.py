@@ -1,0 +1,169 @@
+"""Fixtures that run the real ``baseplate-serve`` in a subprocess."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence
+
+import pytest
+
+#: Generous bound for a server to come up on a loaded 2-core machine.
+START_TIMEOUT = 30.0
+
+
+def server_command() -> List[str]:
+    """The installed console script, else ``python -m baseplate_serve``."""
+    script = Path(sys.executable).parent / "baseplate-serve"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "baseplate_serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``baseplate-serve`` and everything it printed."""
+
+    def __init__(self, args: Sequence[str], cwd: Path, env: Optional[dict] = None, port: int = 0) -> None:
+        self.port = port
+        self.cwd = cwd
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [*server_command(), *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._out: List[str] = []
+        self._err: List[str] = []
+        self._lock = threading.Lock()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for r in self._readers:
+            r.start()
+
+    def _pump(self, stream, sink: List[str]) -> None:
+        for line in stream:
+            with self._lock:
+                sink.append(line)
+
+    @property
+    def stdout(self) -> str:
+        with self._lock:
+            return "".join(self._out)
+
+    @property
+    def stderr(self) -> str:
+        with self._lock:
+            return "".join(self._err)
+
+    def wait_for_output(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.stdout)
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                for r in self._readers:
+                    r.join(2)
+                m = re.search(pattern, self.stdout)
+                if m:
+                    return m
+                raise AssertionError(
+                    f"server exited {self.proc.returncode} before {pattern!r}:\n{self.stdout}\n{self.stderr}"
+                )
+            time.sleep(0.02)
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.stdout}\n{self.stderr}")
+
+    def wait_listening(self) -> "Server":
+        self.wait_for_output(r"Listening on ")
+        return self
+
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = START_TIMEOUT) -> int:
+        code = self.proc.wait(timeout)
+        self._close_pipes()
+        return code
+
+    def _close_pipes(self) -> None:
+        for r in self._readers:
+            r.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream and not stream.closed:
+                stream.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = START_TIMEOUT) -> int:
+        if self.proc.poll() is None:
+            self.send(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_pipes()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``run_server(app_code, server_options="", app_options="", args=(), wait=True)``.
+
+    Writes ``app.py`` (the code) and ``app.ini`` into a temp dir and starts
+    ``baseplate-serve --bind 127.0.0.1:PORT app.ini`` there. The app module
+    must define ``make_app(app_config)``.
+    """
+    started: List[Server] = []
+
+    def start(
+        app_code: str = "",
+        server_options: str = "",
+        app_options: str = "",
+        args: Sequence[str] = (),
+        wait: bool = True,
+        ini: Optional[str] = None,
+        env: Optional[dict] = None,
+    ) -> Server:
+        if app_code:
+            (tmp_path / "app.py").write_text(textwrap.dedent(app_code))
+        if ini is None:
+            ini = (
+                "[server:main]\nfactory = baseplate.server.wsgi\n"
+                + textwrap.dedent(server_options)
+                + "\n[app:main]\nfactory = app:make_app\n"
+                + textwrap.dedent(app_options)
+            )
+        (tmp_path / "app.ini").write_text(ini)
+        port = free_port()
+        server = Server([*args, "--bind", f"127.0.0.1:{port}", "app.ini"], tmp_path, env, port)
+        started.append(server)
+        if wait:
+            server.wait_listening()
+        return server
+
+    yield start
+    for s in started:
+        s.kill()
