@@ -1,0 +1,10 @@
+"""``baseplate.lib.config``: configuration parsing and validation.
+
+This module re-exports :py:mod:`baseplate_serve.config`.  ``baseplate`` and
+``baseplate.lib`` are namespace packages here (no ``__init__.py``), so when
+reddit's baseplate.py is installed too, its regular ``baseplate`` package
+takes precedence.
+"""
+from baseplate_serve.config import *  # noqa: F401,F403
+from baseplate_serve.config import T  # noqa: F401
+from baseplate_serve.config import __all__  # noqa: F401
