@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
-from baseplate_serve import __version__
+from baseplate_serve import __version__, _einhorn, _systemd
 from baseplate_serve._config_file import read_config
 from baseplate_serve._errors import AppError, ConfigError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
@@ -76,16 +77,34 @@ def _check_app(cfg: Any, app: Any, protocol: str) -> None:
         )
 
 
+def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[[], None]]]:
+    """The listener: Einhorn's, else systemd's, else bound to ``--bind``.
+    Also returns what to call once serving (the Einhorn ACK)."""
+    inherited = _einhorn.get_socket()
+    if inherited is not None:
+        logger.info("Einhorn worker: serving on the inherited listener (--bind ignored)")
+        return inherited, _einhorn.ack_startup
+    inherited = _systemd.get_socket()
+    if inherited is not None:
+        logger.info("systemd socket activation: serving on the inherited listener (--bind ignored)")
+        return inherited, None
+    return bind_socket(bind), None
+
+
 def run(args: argparse.Namespace) -> None:
     """Loads the config and the app, binds, and serves until stopped."""
     sys.path.insert(0, os.getcwd())
     cfg = read_config(args.config_file, args.server_name, args.app_name)
     configure_logging(cfg.filename, cfg.has_logging_options, args.debug)
-    if args.reload:
-        logger.warning("--reload is not available yet; serving without reloading")
 
     server_factory = cfg.server["factory"].strip()
     builtin = "wsgi" if server_factory in BUILTIN_WSGI else "thrift" if server_factory in BUILTIN_THRIFT else None
+    handler = cfg.server.get("handler", "").strip()
+    if builtin == "wsgi" and handler:
+        # The native HTTP core has no place for a pywsgi handler class.
+        from baseplate_serve import _pywsgi
+
+        _pywsgi.prepare(cfg)
     if builtin == "thrift":
         try:
             import baseplate_serve._thrift  # noqa: F401  (fails early without the thrift package)
@@ -96,21 +115,27 @@ def run(args: argparse.Namespace) -> None:
     app = _make_app(cfg)
     if builtin:
         _check_app(cfg, app, builtin)
+    else:
+        # Any other factory is called as baseplate.py calls it.
+        make_server = load_factory(server_factory, "make_server", filename=cfg.filename, section=cfg.server_section)
+    listener, on_ready = make_listener(args.bind)
+    if args.reload:
+        from baseplate_serve._reloader import start_reload_watcher
+
+        start_reload_watcher([cfg.filename])
+
+    if builtin == "wsgi" and handler:
+        _pywsgi.serve(cfg, listener, app, on_ready)
+    elif builtin:
         from baseplate_serve._native import NativeServer
 
-        listener = bind_socket(args.bind)
         NativeServer(
             cfg.server, listener, app, protocol=builtin, filename=cfg.filename, section=cfg.server_section
-        ).serve_forever()
-        return
+        ).serve_forever(on_ready)
+    else:
+        from baseplate_serve._custom import run_custom_server
 
-    # Any other factory is called as baseplate.py calls it.
-    make_server = load_factory(server_factory, "make_server", filename=cfg.filename, section=cfg.server_section)
-    listener = bind_socket(args.bind)
-    server = make_server(cfg.server, listener, app)
-    from baseplate_serve._custom import run_custom_server
-
-    run_custom_server(server, listener)
+        run_custom_server(make_server(cfg.server, listener, app), listener, on_ready)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

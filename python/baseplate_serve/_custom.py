@@ -7,15 +7,17 @@ import signal
 import socket
 import threading
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 from baseplate_serve._listener import describe
+from baseplate_serve._stackdump import dump_stacks
 
 logger = logging.getLogger("baseplate_serve")
 
 
-def run_custom_server(server: Any, listener: socket.socket) -> None:
-    """Serves until SIGTERM, SIGINT or SIGUSR2, then calls ``stop()``."""
+def run_custom_server(server: Any, listener: socket.socket, on_ready: Optional[Callable[[], None]] = None) -> None:
+    """Serves until SIGTERM, SIGINT or SIGUSR2, then calls ``stop()``;
+    SIGUSR1 logs every stack."""
     stop = threading.Event()
 
     def on_signal(signo: int, _frame: Any) -> None:
@@ -24,10 +26,14 @@ def run_custom_server(server: Any, listener: socket.socket) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, on_signal)
         signal.siginterrupt(sig, False)
+    signal.signal(signal.SIGUSR1, lambda signo, frame: dump_stacks())
+    signal.siginterrupt(signal.SIGUSR1, False)
 
     logger.info("Listening on %s", describe(listener))
     if hasattr(server, "start"):
         server.start()
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(1.0):
             pass
         logger.info("Stopping gracefully")
@@ -35,6 +41,8 @@ def run_custom_server(server: Any, listener: socket.socket) -> None:
     else:
         thread = threading.Thread(target=server.serve_forever, name="custom-server", daemon=True)
         thread.start()
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(1.0) and thread.is_alive():
             pass
         if hasattr(server, "stop"):

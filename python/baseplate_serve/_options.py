@@ -52,6 +52,7 @@ SPEC: Dict[str, Any] = {
     "max_header_size": config.Optional(_positive(config.Integer), default=64 * 1024),
     "max_body_size": config.Optional(_non_negative(config.Integer), default=1024 * 1024 * 1024),
     "max_frame_size": config.Optional(_positive(config.Integer), default=16 * 1024 * 1024),
+    "drain_time": _seconds(0),
 }
 
 
@@ -71,6 +72,7 @@ def parse_server_options(server_config: Dict[str, str], filename: str, section: 
         "max_header_size": cfg.max_header_size,
         "max_body_size": cfg.max_body_size,
         "max_frame_size": cfg.max_frame_size,
+        "drain_time_ms": _ms(cfg.drain_time),
     }
     if cfg.max_concurrency is not None:
         options["max_concurrency"] = cfg.max_concurrency
