@@ -193,8 +193,8 @@ void server::post_log(log::level l, std::string_view logger, std::string message
   notify_events();
 }
 
-std::size_t server::stop() {
-  if (!acceptor_) return 0;
+void server::begin_stop() {
+  if (!acceptor_) return;
   // Stop accepting and ask every connection to finish, each on its own thread.
   boost::asio::post(threads_[0]->context(), [this] {
     stopping_ = true;
@@ -206,19 +206,26 @@ std::size_t server::stop() {
   });
   for (auto& t : threads_)
     boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
+}
 
+std::size_t server::force_close() {
+  std::size_t forced = open_.load();
+  if (forced == 0) return 0;
+  for (auto& t : threads_)
+    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
   std::unique_lock<std::mutex> lk(drained_mutex_);
-  auto pred = [this] { return open_.load() == 0; };
-  if (!drained_.wait_for(lk, opts_.stop_timeout, pred)) {
-    std::size_t forced = open_.load();
-    lk.unlock();
-    for (auto& t : threads_)
-      boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
-    lk.lock();
-    drained_.wait_for(lk, std::chrono::seconds(2), pred);
-    return forced;
+  drained_.wait_for(lk, std::chrono::seconds(2), [this] { return open_.load() == 0; });
+  return forced;
+}
+
+std::size_t server::stop() {
+  if (!acceptor_) return 0;
+  begin_stop();
+  {
+    std::unique_lock<std::mutex> lk(drained_mutex_);
+    if (drained_.wait_for(lk, opts_.stop_timeout, [this] { return open_.load() == 0; })) return 0;
   }
-  return 0;
+  return force_close();
 }
 
 void server::join() {

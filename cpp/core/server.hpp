@@ -80,6 +80,11 @@ class server {
   /// others until stop_timeout, then close the rest. Blocks. Returns the
   /// number of connections closed by force.
   std::size_t stop();
+  /// The steps of stop() for a host that must keep its own loop running
+  /// meanwhile: begin_stop() returns at once; the host watches
+  /// stats().open_connections, then calls force_close() at its deadline.
+  void begin_stop();
+  std::size_t force_close();
   /// Stops the I/O threads (after the app's workers are gone).
   void join();
 

@@ -16,6 +16,8 @@
 #include <optional>
 #include <thread>
 
+#include <unistd.h>
+
 namespace baseplate {
 
 template <class T>
@@ -36,6 +38,15 @@ class work_queue {
     std::unique_lock<std::mutex> lk(m_);
     if (closed_) return false;
     items_.push_back(std::move(item));
+    if (armed_fd_ >= 0) {
+      // An event-loop consumer asked to be told: one write per batch.
+      int fd = armed_fd_;
+      armed_fd_ = -1;
+      lk.unlock();
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+      return true;
+    }
     if (running_ + notified_ == 0 && sleeping_ > notified_) {
       ++notified_;
       lk.unlock();
@@ -55,6 +66,21 @@ class work_queue {
     std::lock_guard<std::mutex> lk(m_);
     if (finished_one) --running_;
     return take_locked();
+  }
+
+  /// For a consumer that runs its own event loop (the gevent hub): takes
+  /// the next item, or, when there is none, arms `event_fd` to be written
+  /// (an eventfd) by the next push. Items are not counted as running.
+  std::optional<T> try_pop_or_arm(int event_fd) {
+    std::lock_guard<std::mutex> lk(m_);
+    if (items_.empty()) {
+      if (!closed_) armed_fd_ = event_fd;
+      return std::nullopt;
+    }
+    T item = std::move(items_.front());
+    items_.pop_front();
+    ++taken_;
+    return item;
   }
 
   /// Waits for the next item; nullopt once closed and drained. Call with
@@ -124,6 +150,7 @@ class work_queue {
   std::size_t notified_ = 0;  ///< of those, woken but not yet running
   std::size_t running_ = 0;   ///< items taken and not finished
   std::uint64_t taken_ = 0;   ///< items taken so far (the watchdog's progress mark)
+  int armed_fd_ = -1;         ///< eventfd to write on the next push, or -1
   bool closed_ = false;
   std::thread watchdog_;
 };

@@ -2,6 +2,7 @@
 /// adapters in this folder. It builds a core server for a Python app, feeds
 /// Python worker threads through a work_queue, and hands signals and native
 /// log records to the Python main thread.
+#include "dispatch.hpp"
 #include "http/connection.hpp"
 #include "server.hpp"
 #include "thrift.hpp"
@@ -12,26 +13,25 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <memory>
 #include <optional>
 
 namespace py = pybind11;
 using namespace baseplate;
+using python::job_queue;
+using python::python_job;
 
 namespace {
-
-/// Work for a Python worker: an HTTP exchange or a Thrift call.
-struct python_job {
-  std::shared_ptr<http::exchange> http;
-  std::shared_ptr<thrift::call> thrift;
-};
 
 /// The core's view of a Python WSGI app: queue the exchange, never block.
 class queued_http_handler final : public http::handler {
  public:
-  explicit queued_http_handler(work_queue<python_job>& q) : q_(q) {}
+  explicit queued_http_handler(job_queue& q) : q_(q) {}
   void handle(std::shared_ptr<http::exchange> ex) override {
-    if (q_.push(python_job{ex, nullptr})) return;
+    if (q_.push(python_job{ex, nullptr, nullptr})) return;
     http::response_part part;
     part.head = http::response_head{503, {}, {{"Content-Type", "text/plain"}}};
     part.body = "Service Unavailable\n";
@@ -40,19 +40,19 @@ class queued_http_handler final : public http::handler {
   }
 
  private:
-  work_queue<python_job>& q_;
+  job_queue& q_;
 };
 
 /// The core's view of a Python TProcessor: queue the call, never block.
 class queued_thrift_handler final : public thrift::handler {
  public:
-  explicit queued_thrift_handler(work_queue<python_job>& q) : q_(q) {}
+  explicit queued_thrift_handler(job_queue& q) : q_(q) {}
   void handle(std::shared_ptr<thrift::call> c) override {
-    if (!q_.push(python_job{nullptr, c})) c->fail();
+    if (!q_.push(python_job{nullptr, c, nullptr})) c->fail();
   }
 
  private:
-  work_queue<python_job>& q_;
+  job_queue& q_;
 };
 
 std::chrono::milliseconds ms(const py::dict& d, const char* key, std::chrono::milliseconds dflt) {
@@ -75,20 +75,47 @@ server_options parse_options(const py::dict& d) {
   return o;
 }
 
+class py_server;
+
+/// A job handed to a greenlet (gevent mode). The greenlet runs a plain
+/// PyCFunction bound to a capsule holding it, not a pybind11 method: app
+/// code switches greenlets, and pybind11's per-call state must not be on
+/// the stack when it does (see wsgi.cpp).
+struct job_box {
+  py_server* server;
+  python_job job;
+};
+PyObject* run_job_box(PyObject* capsule, PyObject*);
+PyMethodDef run_job_def = {"run", run_job_box, METH_NOARGS, "Serves one request."};
+constexpr const char* job_capsule = "baseplate_serve._core.job";
+
 /// A core server serving one Python app: a WSGI callable ("wsgi") or a
-/// Thrift TProcessor ("thrift").
+/// Thrift TProcessor ("thrift"), dispatched to Python worker threads
+/// ("threads") or to greenlets on the gevent hub ("gevent").
 class py_server {
  public:
-  py_server(const py::dict& options, const std::string& protocol)
+  py_server(const py::dict& options, const std::string& protocol, const std::string& dispatch)
       : http_handler_(queue_),
         thrift_handler_(queue_),
-        server_(parse_options(options), make_factory(protocol)) {}
+        server_(parse_options(options), make_factory(protocol)) {
+    if (dispatch == "gevent") {
+      mode_ = python::dispatch_mode::gevent;
+      queue_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (queue_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+    } else if (dispatch != "threads") {
+      throw std::invalid_argument("unknown dispatch " + dispatch);
+    }
+    python::set_dispatch(mode_, &queue_);
+  }
 
-  ~py_server() { log::set_sink(nullptr); }
+  ~py_server() {
+    log::set_sink(nullptr);
+    if (queue_fd_ >= 0) ::close(queue_fd_);
+  }
 
   void set_wsgi_app(py::object app, py::object file_wrapper, std::string server_name, std::string server_port) {
     wsgi_.emplace(python::wsgi_settings{std::move(app), std::move(file_wrapper), std::move(server_name),
-                                        std::move(server_port), true});
+                                        std::move(server_port), mode_ == python::dispatch_mode::threads});
   }
 
   void set_thrift_processor(py::object processor) { thrift_.emplace(std::move(processor)); }
@@ -104,8 +131,8 @@ class py_server {
     server_.start();
   }
 
-  /// The body of each Python worker thread. The GIL is held while Python
-  /// runs and released only to wait for work.
+  /// The body of each Python worker thread (threads mode). The GIL is held
+  /// while Python runs and released only to wait for work.
   void run_worker() {
     bool finished_one = false;
     for (;;) {
@@ -116,10 +143,40 @@ class py_server {
       }
       if (!job) return;
       finished_one = true;
-      if (job->http)
-        wsgi_->run(std::move(job->http));
-      else
-        thrift_->run(std::move(job->thrift));
+      run_job(*job);
+    }
+  }
+
+  void run_job(python_job& job) {
+    if (job.http)
+      wsgi_->run(std::move(job.http));
+    else if (job.thrift)
+      thrift_->run(std::move(job.thrift));
+  }
+
+  /// gevent mode, called by the hub when queue_fd is readable: resumes the
+  /// greenlets whose operations completed and spawns one per new job with
+  /// `spawn(callable)`. Drains the whole batch; the next push re-arms.
+  void drain(py::object spawn) {
+    std::uint64_t v;
+    [[maybe_unused]] auto n = ::read(queue_fd_, &v, sizeof v);
+    while (auto job = queue_.try_pop_or_arm(queue_fd_)) {
+      if (job->resume) {
+        job->resume->resume();
+        continue;
+      }
+      auto* box = new job_box{this, std::move(*job)};
+      PyObject* capsule = PyCapsule_New(box, job_capsule, [](PyObject* c) {
+        delete static_cast<job_box*>(PyCapsule_GetPointer(c, job_capsule));
+      });
+      if (!capsule) {
+        delete box;
+        throw py::error_already_set();
+      }
+      py::object fn = py::reinterpret_steal<py::object>(PyCFunction_New(&run_job_def, capsule));
+      Py_DECREF(capsule);
+      if (!fn) throw py::error_already_set();
+      spawn(fn);
     }
   }
 
@@ -137,6 +194,13 @@ class py_server {
   std::size_t stop() {
     py::gil_scoped_release nogil;
     return server_.stop();
+  }
+
+  void begin_stop() { server_.begin_stop(); }
+
+  std::size_t force_close() {
+    py::gil_scoped_release nogil;
+    return server_.force_close();
   }
 
   void close_queue() { queue_.close(); }
@@ -159,6 +223,7 @@ class py_server {
   }
 
   int event_fd() const { return server_.event_fd(); }
+  int queue_fd() const { return queue_fd_; }
 
  private:
   connection_factory make_factory(const std::string& protocol) {
@@ -173,7 +238,9 @@ class py_server {
     throw std::invalid_argument("unknown protocol " + protocol);
   }
 
-  work_queue<python_job> queue_;
+  job_queue queue_;
+  python::dispatch_mode mode_ = python::dispatch_mode::threads;
+  int queue_fd_ = -1;  ///< gevent mode: the hub's wake-up for queue_
   queued_http_handler http_handler_;
   queued_thrift_handler thrift_handler_;
   std::optional<python::wsgi_runner> wsgi_;
@@ -181,13 +248,29 @@ class py_server {
   server server_;
 };
 
+PyObject* run_job_box(PyObject* capsule, PyObject*) {
+  auto* box = static_cast<job_box*>(PyCapsule_GetPointer(capsule, job_capsule));
+  if (!box) return nullptr;
+  try {
+    box->server->run_job(box->job);
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
   python::register_wsgi_types(m);
   py::class_<py_server>(m, "Server")
-      .def(py::init<const py::dict&, const std::string&>(), py::arg("options"), py::arg("protocol"))
+      .def(py::init<const py::dict&, const std::string&, const std::string&>(), py::arg("options"),
+           py::arg("protocol"), py::arg("dispatch"))
       .def("set_wsgi_app", &py_server::set_wsgi_app, py::arg("app"), py::arg("file_wrapper"), py::arg("server_name"),
            py::arg("server_port"))
       .def("set_thrift_processor", &py_server::set_thrift_processor, py::arg("processor"))
@@ -196,10 +279,14 @@ PYBIND11_MODULE(_core, m) {
       .def("run_worker", &py_server::run_worker)
       .def("events", &py_server::events, py::arg("timeout_ms"))
       .def("stop", &py_server::stop)
+      .def("begin_stop", &py_server::begin_stop)
+      .def("force_close", &py_server::force_close)
+      .def("drain", &py_server::drain, py::arg("spawn"))
       .def("close_queue", &py_server::close_queue)
       .def("join", &py_server::join)
       .def("stats", &py_server::stats)
-      .def_property_readonly("event_fd", &py_server::event_fd);
+      .def_property_readonly("event_fd", &py_server::event_fd)
+      .def_property_readonly("queue_fd", &py_server::queue_fd);
 #ifdef BPS_VERSION_STRING
   m.attr("__version__") = BPS_VERSION_STRING;
 #endif

@@ -1,8 +1,9 @@
 #include "wsgi.hpp"
 
-#include "waiter.hpp"
+#include "dispatch.hpp"
 
 #include <boost/asio/error.hpp>
+#include <boost/beast/http/error.hpp>
 #include <pybind11/stl.h>
 
 #include <sys/stat.h>
@@ -13,17 +14,6 @@ namespace baseplate::python {
 namespace {
 
 using boost::system::error_code;
-
-/// Body pieces handed over before the head goes out are joined up to this
-/// size, so a list body costs one write.
-constexpr std::size_t coalesce_limit = 64 * 1024;
-
-thread_local std::shared_ptr<waiter> thread_waiter;
-waiter& my_waiter() {
-  if (!thread_waiter) thread_waiter = std::make_shared<waiter>();
-  thread_waiter->reset();
-  return *thread_waiter;
-}
 
 py::str latin1(std::string_view s) {
   PyObject* o = PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr);
@@ -117,19 +107,16 @@ class input_stream {
 
  private:
   void fetch(std::size_t want) {
-    waiter& w = my_waiter();
-    auto keep = thread_waiter;
-    ex_->read_body(want, [keep](error_code ec, std::string_view data) { keep->complete(ec, data); });
-    error_code ec;
-    {
-      py::gil_scoped_release nogil;
-      ec = w.wait();
+    auto w = waiter::make();
+    ex_->read_body(want, [w](error_code ec, std::string_view data) { w->complete(ec, data); });
+    if (auto ec = w->wait()) {
+      if (ec == boost::beast::http::error::body_limit) body_limit_hit_ = true;
+      raise_io("reading the request body", ec);
     }
-    if (ec) raise_io("reading the request body", ec);
-    if (w.data().empty())
+    if (w->data().empty())
       eof_ = true;
     else
-      buf_.append(w.data());
+      buf_.append(w->data());
   }
 
   py::bytes take(std::size_t n) {
@@ -141,6 +128,10 @@ class input_stream {
   std::shared_ptr<http::exchange> ex_;
   std::string buf_;
   bool eof_ = false;
+
+ public:
+  /// Set when the body went over max_body_size: the answer is then 413.
+  bool body_limit_hit_ = false;
 };
 
 /// start_response and write() of one request, and the response state.
@@ -197,7 +188,9 @@ class responder {
     Py_ssize_t n = PyBytes_GET_SIZE(chunk);
     if (n == 0) return;
     pending_.append(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(n));
-    if (streaming_ || pending_.size() >= coalesce_limit) {
+    // A list body is already whole in memory: send it in one write with a
+    // Content-Length. An iterator's pieces go out as they come.
+    if (streaming_) {
       std::string body;
       body.swap(pending_);
       flush_body(std::move(body), false, true);
@@ -233,15 +226,9 @@ class responder {
       ex_->write(std::move(part), nullptr);
       return;
     }
-    waiter& w = my_waiter();
-    auto keep = thread_waiter;
-    ex_->write(std::move(part), [keep](error_code ec) { keep->complete(ec); });
-    error_code ec;
-    {
-      py::gil_scoped_release nogil;
-      ec = w.wait();
-    }
-    if (ec) {
+    auto w = waiter::make();
+    ex_->write(std::move(part), [w](error_code ec) { w->complete(ec); });
+    if (auto ec = w->wait()) {
       client_gone_ = true;
       raise_io("writing the response", ec);
     }
@@ -249,11 +236,9 @@ class responder {
 
   /// Sends a file's bytes with sendfile(2) after the head; waits.
   error_code send_file(int fd, std::uint64_t offset, std::uint64_t count) {
-    waiter& w = my_waiter();
-    auto keep = thread_waiter;
-    ex_->send_file(fd, offset, count, [keep](error_code ec) { keep->complete(ec); });
-    py::gil_scoped_release nogil;
-    return w.wait();
+    auto w = waiter::make();
+    ex_->send_file(fd, offset, count, [w](error_code ec) { w->complete(ec); });
+    return w->wait();
   }
 
  private:
@@ -273,24 +258,145 @@ class responder {
   std::string pending_;
 };
 
+// The objects apps call during a request are plain CPython types, not
+// pybind11 classes: a greenlet may switch away inside read() or write(), and
+// pybind11's per-call bookkeeping (loader_life_support, a thread-local
+// stack) breaks when calls on one thread interleave. They are also cheaper.
+
+namespace {
+
+template <class T>
+struct boxed {
+  PyObject_HEAD
+  T* value;
+};
+
+template <class T>
+T& unbox(PyObject* self) {
+  return *reinterpret_cast<boxed<T>*>(self)->value;
+}
+
+template <class T>
+void boxed_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  delete reinterpret_cast<boxed<T>*>(self)->value;
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+/// Runs f, turning C++ exceptions into a Python error (returns NULL).
+template <class F>
+PyObject* guarded(F&& f) {
+  try {
+    return f();
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+Py_ssize_t size_arg(PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs == 0 || args[0] == Py_None) return -1;
+  Py_ssize_t n = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+  if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return n;
+}
+
+PyObject* input_read(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return guarded([&] { return unbox<input_stream>(self).read(size_arg(args, nargs)).release().ptr(); });
+}
+PyObject* input_readline(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return guarded([&] { return unbox<input_stream>(self).readline(size_arg(args, nargs)).release().ptr(); });
+}
+PyObject* input_readlines(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return guarded([&] { return unbox<input_stream>(self).readlines(size_arg(args, nargs)).release().ptr(); });
+}
+PyObject* input_next(PyObject* self) {
+  return guarded([&]() -> PyObject* {
+    py::bytes line = unbox<input_stream>(self).readline(-1);
+    if (PyBytes_GET_SIZE(line.ptr()) == 0) return nullptr;  // StopIteration
+    return line.release().ptr();
+  });
+}
+
+PyMethodDef input_methods[] = {
+    {"read", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(input_read)), METH_FASTCALL,
+     "read(size=-1): up to size bytes of the body (all of it by default)"},
+    {"readline", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(input_readline)), METH_FASTCALL,
+     "readline(size=-1): the next line of the body"},
+    {"readlines", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(input_readlines)), METH_FASTCALL,
+     "readlines(hint=-1): the remaining lines"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyType_Slot input_slots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(boxed_dealloc<input_stream>)},
+                             {Py_tp_methods, input_methods},
+                             {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
+                             {Py_tp_iternext, reinterpret_cast<void*>(input_next)},
+                             {Py_tp_doc, const_cast<char*>("environ['wsgi.input']: the request body, streamed.")},
+                             {0, nullptr}};
+PyType_Spec input_spec = {"baseplate_serve._core.InputStream", sizeof(boxed<input_stream>), 0, Py_TPFLAGS_DEFAULT,
+                          input_slots};
+
+PyObject* responder_call(PyObject* self, PyObject* args, PyObject* kwargs) {
+  static const char* kwlist[] = {"status", "headers", "exc_info", nullptr};
+  PyObject *status, *headers, *exc_info = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", const_cast<char**>(kwlist), &status,
+                                   &headers, &exc_info))
+    return nullptr;
+  return guarded([&] {
+    unbox<responder>(self).start_response(py::reinterpret_borrow<py::object>(status),
+                                           py::reinterpret_borrow<py::object>(headers),
+                                           py::reinterpret_borrow<py::object>(exc_info));
+    // The write() callable: a bound method keeps the responder alive as
+    // long as the app holds it.
+    return PyObject_GetAttrString(self, "write");
+  });
+}
+
+PyObject* responder_write(PyObject* self, PyObject* data) {
+  return guarded([&] {
+    if (!PyBytes_Check(data)) throw py::type_error("write() takes bytes");
+    unbox<responder>(self).write(py::reinterpret_borrow<py::bytes>(data));
+    Py_RETURN_NONE;
+  });
+}
+
+PyMethodDef responder_methods[] = {
+    {"write", responder_write, METH_O, "write(data): sends body bytes at once (PEP 3333's write callable)"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyType_Slot responder_slots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(boxed_dealloc<responder>)},
+                                 {Py_tp_call, reinterpret_cast<void*>(responder_call)},
+                                 {Py_tp_methods, responder_methods},
+                                 {Py_tp_doc, const_cast<char*>("The start_response callable of one request.")},
+                                 {0, nullptr}};
+PyType_Spec responder_spec = {"baseplate_serve._core.StartResponse", sizeof(boxed<responder>), 0,
+                              Py_TPFLAGS_DEFAULT, responder_slots};
+
+PyTypeObject* input_type = nullptr;
+PyTypeObject* responder_type = nullptr;
+
+template <class T>
+py::object make_boxed(PyTypeObject* type, T* value) {
+  PyObject* o = type->tp_alloc(type, 0);
+  if (!o) {
+    delete value;
+    throw py::error_already_set();
+  }
+  reinterpret_cast<boxed<T>*>(o)->value = value;
+  return py::reinterpret_steal<py::object>(o);
+}
+
+}  // namespace
+
 void register_wsgi_types(py::module_& m) {
-  py::class_<input_stream>(m, "InputStream", "environ['wsgi.input']: the request body, streamed.")
-      .def("read", &input_stream::read, py::arg("size") = -1)
-      .def("readline", &input_stream::readline, py::arg("size") = -1)
-      .def("readlines", &input_stream::readlines, py::arg("hint") = -1)
-      .def("__iter__", [](py::object self) { return self; })
-      .def("__next__", &input_stream::next);
-  py::class_<responder>(m, "StartResponse", "The start_response callable of one request.")
-      .def(
-          "__call__",
-          [](py::object self, py::object status, py::object headers, py::object exc_info) {
-            self.cast<responder&>().start_response(std::move(status), std::move(headers), std::move(exc_info));
-            // The write() callable: a bound method keeps the responder alive
-            // as long as the app holds it.
-            return self.attr("write");
-          },
-          py::arg("status"), py::arg("headers"), py::arg("exc_info") = py::none())
-      .def("write", &responder::write, py::arg("data"));
+  input_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&input_spec));
+  responder_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&responder_spec));
+  if (!input_type || !responder_type) throw py::error_already_set();
+  m.attr("InputStream") = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(input_type));
+  m.attr("StartResponse") = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(responder_type));
 }
 
 wsgi_runner::wsgi_runner(wsgi_settings s) : s_(std::move(s)) {
@@ -356,11 +462,12 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
 void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
   py::object result;
   responder* resp = nullptr;
-  py::object resp_obj;
+  py::object resp_obj, input_obj;
   try {
-    resp_obj = py::cast(responder(ex), py::return_value_policy::move);
-    resp = resp_obj.cast<responder*>();
-    py::object input = py::cast(input_stream(ex), py::return_value_policy::move);
+    resp_obj = make_boxed(responder_type, new responder(ex));
+    resp = &unbox<responder>(resp_obj.ptr());
+    input_obj = make_boxed(input_type, new input_stream(ex));
+    py::object& input = input_obj;
     py::dict env = make_environ(ex->req(), input);
     result = s_.app(env, resp_obj);
 
@@ -412,7 +519,14 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     }
   } catch (py::error_already_set& e) {
     bool client_gone = resp && resp->client_gone();
-    if (!client_gone) {
+    bool too_large = input_obj && unbox<input_stream>(input_obj.ptr()).body_limit_hit_;
+    if (too_large && resp && !resp->head_sent()) {
+      http::response_part part;
+      part.head = http::response_head{413, {}, {{"Content-Type", "text/plain"}}};
+      part.body = "Payload Too Large\n";
+      part.last = true;
+      ex->write(std::move(part), nullptr);
+    } else if (!client_gone) {
       logger_.attr("error")("Unhandled error in WSGI app %s %s", ex->req().method, ex->req().target,
                             py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
       if (resp && !resp->head_sent()) {

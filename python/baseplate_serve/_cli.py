@@ -15,6 +15,7 @@ from baseplate_serve._errors import AppError, ConfigError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
 from baseplate_serve._listener import BindEndpoint, bind_socket, parse_bind
 from baseplate_serve._logging import configure_logging
+from baseplate_serve._options import resolve_dispatch
 
 logger = logging.getLogger("baseplate_serve")
 
@@ -100,11 +101,18 @@ def run(args: argparse.Namespace) -> None:
     server_factory = cfg.server["factory"].strip()
     builtin = "wsgi" if server_factory in BUILTIN_WSGI else "thrift" if server_factory in BUILTIN_THRIFT else None
     handler = cfg.server.get("handler", "").strip()
+    dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section) if builtin else None
     if builtin == "wsgi" and handler:
         # The native HTTP core has no place for a pywsgi handler class.
         from baseplate_serve import _pywsgi
 
         _pywsgi.prepare(cfg)
+    elif dispatch == "gevent":
+        # Before the app is imported, as baseplate.py does: its clients,
+        # pools and sleeps must cooperate with the hub.
+        from gevent import monkey
+
+        monkey.patch_all()
     if builtin == "thrift":
         try:
             import baseplate_serve._thrift  # noqa: F401  (fails early without the thrift package)
@@ -130,7 +138,13 @@ def run(args: argparse.Namespace) -> None:
         from baseplate_serve._native import NativeServer
 
         NativeServer(
-            cfg.server, listener, app, protocol=builtin, filename=cfg.filename, section=cfg.server_section
+            cfg.server,
+            listener,
+            app,
+            protocol=builtin,
+            dispatch=dispatch or "threads",
+            filename=cfg.filename,
+            section=cfg.server_section,
         ).serve_forever(on_ready)
     else:
         from baseplate_serve._custom import run_custom_server

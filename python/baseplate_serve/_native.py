@@ -1,5 +1,6 @@
-"""Serves a Python app with the native core: worker threads, the event
-loop of the main thread (signals, native log records) and graceful stop."""
+"""Serves a Python app with the native core: the event loop of the main
+thread (signals, native log records), the dispatch of requests to Python
+(worker threads, or greenlets on the gevent hub) and graceful stop."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ import socket
 import threading
 import time
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from baseplate_serve import _core
 from baseplate_serve._file_wrapper import FileWrapper
@@ -21,12 +22,15 @@ logger = logging.getLogger("baseplate_serve")
 
 #: How long the main thread waits for the workers once the network is done.
 _WORKER_JOIN_TIMEOUT = 5.0
+#: How often the hub checks whether a graceful stop has drained (gevent mode).
+_DRAIN_POLL = 0.05
 
 
 class NativeServer:
     """A native-core server for one app (``protocol``: "wsgi" for a WSGI
-    callable, "thrift" for a TProcessor); ``serve_forever()`` blocks until a
-    SIGTERM, SIGINT or SIGUSR2, then stops gracefully."""
+    callable, "thrift" for a TProcessor; ``dispatch``: "gevent" or "threads").
+    ``serve_forever()`` blocks until a SIGTERM, SIGINT or SIGUSR2, then stops
+    gracefully."""
 
     def __init__(
         self,
@@ -35,51 +39,58 @@ class NativeServer:
         app: Any,
         *,
         protocol: str,
+        dispatch: str,
         filename: str,
         section: str,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
         self._python_threads: int = options["python_threads"]
         self._drain_time: float = options["drain_time_ms"] / 1000.0
-        self._listener = listener
-        self._core = _core.Server(options, protocol)
+        self._stop_timeout: float = options["stop_timeout_ms"] / 1000.0
+        self._dispatch = dispatch
+        self._core = _core.Server(options, protocol, dispatch)
         if protocol == "thrift":
             self._core.set_thrift_processor(app)
         else:
             name, port = _server_name_port(listener)
             self._core.set_wsgi_app(app, FileWrapper, name, port)
         self._core.adopt_listener(listener.fileno())
+        # The core holds its own copy; closing this one now means the socket
+        # closes, and new connections are refused, the moment the core stops
+        # accepting. (An Einhorn listener stays open in the other workers.)
+        self._address = describe(listener)
+        listener.close()
         self._workers: List[threading.Thread] = []
 
     def serve_forever(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serves until a stop signal, then drains and returns. ``on_ready``
         runs once the server accepts (the Einhorn ACK)."""
         self._core.start(logging.getLogger().getEffectiveLevel())
+        if self._dispatch == "gevent":
+            self._serve_gevent(on_ready)
+        else:
+            self._serve_threads(on_ready)
+        _stop, _dump, records = self._core.events(0)
+        emit_native(records)
+        logger.info("Stopped")
+
+    # -- threads mode: the main thread blocks in the core, GIL released
+
+    def _serve_threads(self, on_ready: Optional[Callable[[], None]]) -> None:
         for i in range(self._python_threads):
             worker = threading.Thread(target=self._core.run_worker, name=f"baseplate-worker-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
-        logger.info("Listening on %s", describe(self._listener))
-        if on_ready is not None:
-            on_ready()
+        self._ready(on_ready)
         stop_signal = self._wait_for_stop()
-        logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
+        self._stopping(stop_signal)
         if self._drain_time > 0:
-            # Keep serving so load balancers notice before the listener goes.
-            logger.info("Draining for %.3g s before stopping", self._drain_time)
             self._wait_for_stop(deadline=time.monotonic() + self._drain_time)
-        forced = self._core.stop()
-        if forced:
-            logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
+        self._report_forced(self._core.stop())
         self._core.close_queue()
         for worker in self._workers:
             worker.join(_WORKER_JOIN_TIMEOUT)
         self._core.join()
-        _stop, _dump, records = self._core.events(0)
-        emit_native(records)
-        self._listener.close()
-        logger.info("Stopped")
-
 
     def _wait_for_stop(self, deadline: Optional[float] = None) -> int:
         """Handles events until a stop signal, or until ``deadline`` (then
@@ -93,15 +104,74 @@ class NativeServer:
                 if remaining <= 0:
                     return 0
                 timeout_ms = max(1, min(timeout_ms, int(remaining * 1000)))
-            stop_signal, dump, records = self._core.events(timeout_ms)
-            emit_native(records)
-            if dump:
-                dump_stacks(self._core.stats())
+            stop_signal = self._handle_events(self._core.events(timeout_ms))
             if stop_signal and deadline is None:
                 return stop_signal
 
+    # -- gevent mode: the hub runs on the main thread
 
-def _server_name_port(listener: socket.socket) -> "tuple[str, str]":
+    def _serve_gevent(self, on_ready: Optional[Callable[[], None]]) -> None:
+        import gevent
+        import gevent.event
+
+        hub = gevent.get_hub()
+        stopped = gevent.event.AsyncResult()
+
+        def on_events() -> None:
+            stop_signal = self._handle_events(self._core.events(0))
+            if stop_signal and not stopped.ready():
+                stopped.set(stop_signal)
+
+        queue_watcher = hub.loop.io(self._core.queue_fd, 1)
+        queue_watcher.start(self._core.drain, gevent.spawn)
+        event_watcher = hub.loop.io(self._core.event_fd, 1)
+        event_watcher.start(on_events)
+        self._core.drain(gevent.spawn)  # arms the queue's wake-up
+        try:
+            self._ready(on_ready)
+            self._stopping(stopped.get())
+            if self._drain_time > 0:
+                gevent.sleep(self._drain_time)
+            self._core.begin_stop()
+            deadline = time.monotonic() + self._stop_timeout
+            while self._core.stats()["open_connections"] and time.monotonic() < deadline:
+                gevent.sleep(_DRAIN_POLL)
+            self._report_forced(self._core.force_close())
+            gevent.sleep(0)  # let aborted greenlets see their errors
+        finally:
+            queue_watcher.stop()
+            event_watcher.stop()
+            self._core.close_queue()
+            self._core.join()
+
+    # -- shared
+
+    def _ready(self, on_ready: Optional[Callable[[], None]]) -> None:
+        logger.info("Python requests run on %s", "the gevent hub" if self._dispatch == "gevent" else "worker threads")
+        logger.info("Listening on %s", self._address)
+        if on_ready is not None:
+            on_ready()
+
+    def _handle_events(self, events: Tuple[int, bool, list]) -> int:
+        stop_signal, dump, records = events
+        emit_native(records)
+        if dump:
+            dump_stacks(self._core.stats())
+        return stop_signal
+
+    def _stopping(self, stop_signal: int) -> None:
+        logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
+        if self._drain_time > 0:
+            # Keep serving so load balancers notice before the listener goes.
+            logger.info("Draining for %.3g s before stopping", self._drain_time)
+
+    @staticmethod
+    def _report_forced(forced: int) -> None:
+        if forced:
+            logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
+
+
+def _server_name_port(listener: socket.socket) -> Tuple[str, str]:
     name = listener.getsockname()
     if listener.family in (socket.AF_INET, socket.AF_INET6):
         return str(name[0]), str(name[1])

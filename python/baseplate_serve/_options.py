@@ -53,7 +53,28 @@ SPEC: Dict[str, Any] = {
     "max_body_size": config.Optional(_non_negative(config.Integer), default=1024 * 1024 * 1024),
     "max_frame_size": config.Optional(_positive(config.Integer), default=16 * 1024 * 1024),
     "drain_time": _seconds(0),
+    "dispatch": config.Optional(config.OneOf(gevent="gevent", threads="threads"), default=None),
 }
+
+
+def resolve_dispatch(server_config: Dict[str, str], filename: str, section: str) -> str:
+    """``dispatch``: as configured, else gevent when it is importable, else threads."""
+    value = server_config.get("dispatch", "").strip()
+    if value in ("gevent", "threads"):
+        if value == "gevent" and not _gevent_available():
+            raise ConfigError.at(filename, section, "dispatch", "gevent is not installed (pip install gevent)")
+        return value
+    if value:
+        raise ConfigError.at(filename, section, "dispatch", f"{value!r} is not one of gevent, threads")
+    return "gevent" if _gevent_available() else "threads"
+
+
+def _gevent_available() -> bool:
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def parse_server_options(server_config: Dict[str, str], filename: str, section: str) -> Dict[str, Any]:
@@ -74,6 +95,8 @@ def parse_server_options(server_config: Dict[str, str], filename: str, section: 
         "max_frame_size": cfg.max_frame_size,
         "drain_time_ms": _ms(cfg.drain_time),
     }
+    if cfg.dispatch is not None:
+        options["dispatch"] = cfg.dispatch
     if cfg.max_concurrency is not None:
         options["max_concurrency"] = cfg.max_concurrency
     return options

@@ -177,6 +177,16 @@ void connection::on_header() {
   is_head_ = msg.method() == bhttp::verb::head;
   keep_alive_ = parser_->keep_alive();
   expect_continue_ = false;
+  // RFC 9112 section 3.2: exactly one Host in HTTP/1.1.
+  auto hosts = msg.count(bhttp::field::host);
+  if (hosts > 1 || (hosts == 0 && version_ == 11)) return fail_request(400, "missing or repeated Host header");
+  // Section 6.1/6.3: a Transfer-Encoding must end in chunked, and must not
+  // come with a Content-Length (request smuggling).
+  if (msg.count(bhttp::field::transfer_encoding) > 0) {
+    if (!parser_->chunked()) return fail_request(400, "Transfer-Encoding without chunked last");
+    if (msg.count(bhttp::field::content_length) > 0)
+      return fail_request(400, "both Transfer-Encoding and Content-Length");
+  }
   auto expect = msg.find(bhttp::field::expect);
   if (expect != msg.end()) {
     if (!iequals(expect->value(), "100-continue")) return fail_request(417, "unsupported Expect");
@@ -377,7 +387,9 @@ void connection::write_part(pending_write& w) {
       keep_alive_ = false;
     }
     unsigned status = part.head->status;
-    keep_alive_ = keep_alive_ && !stopping_;
+    // A body the app has not read (yet) makes the connection unusable after
+    // this response unless the app reads it all: announce the close now.
+    keep_alive_ = keep_alive_ && !stopping_ && parser_->is_done();
     append_head(out_, version_, *part.head);
     if (f.content_length) {
       mode_ = body_mode::length;
