@@ -27,6 +27,8 @@ struct server_options {
   /// Bodies up to this size are read before the app is called, so the app
   /// never waits for the network for small uploads.
   std::size_t body_preread = 64 * 1024;
+  /// One INFO line per request on logger baseplate_serve.access.
+  bool access_log = false;
   /// Largest Thrift message (frame), bytes.
   std::size_t max_frame_size = 16 * 1024 * 1024;
 };

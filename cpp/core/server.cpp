@@ -166,7 +166,7 @@ server_events server::take_events() {
   pending_ = server_events{};
   if (dropped_logs_) {
     out.logs.push_back({log::level::warning, core_logger,
-                        std::to_string(dropped_logs_) + " native log records dropped (queue full)"});
+                        std::to_string(dropped_logs_) + " native log records dropped (queue full)", "-"});
     dropped_logs_ = 0;
   }
   return out;
@@ -181,14 +181,14 @@ server_events server::wait_events(int timeout_ms) {
   return take_events();
 }
 
-void server::post_log(log::level l, std::string_view logger, std::string message) {
+void server::post_log(log::record r) {
   {
     std::lock_guard<std::mutex> lk(events_mutex_);
     if (pending_.logs.size() >= max_queued_logs) {
       ++dropped_logs_;
       return;
     }
-    pending_.logs.push_back({l, std::string(logger), std::move(message)});
+    pending_.logs.push_back(std::move(r));
   }
   notify_events();
 }
@@ -230,6 +230,9 @@ std::size_t server::stop() {
 
 void server::join() {
   for (auto& t : threads_) t->stop();
+  // Hands the signals back (Asio restores their default actions), now
+  // rather than at some later destruction, so the host can take them.
+  signals_.reset();
 }
 
 server_stats server::stats() const { return {open_.load(), accepted_.load()}; }

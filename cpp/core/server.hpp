@@ -28,12 +28,7 @@ using stream_socket = boost::asio::generic::stream_protocol::socket;
 /// Builds the connection for an accepted socket (called on its I/O thread).
 using connection_factory = std::function<std::shared_ptr<connection_base>(stream_socket, io_thread&)>;
 
-/// A native log record waiting for the host to write it.
-struct log_record {
-  log::level level;
-  std::string logger;
-  std::string message;
-};
+using log_record = log::record;
 
 /// What woke the host's main thread.
 struct server_events {
@@ -73,8 +68,9 @@ class server {
   /// Takes pending events without blocking.
   server_events take_events();
 
-  /// Queues a native log record for the host; never blocks.
-  void post_log(log::level l, std::string_view logger, std::string message);
+  /// Queues a native log record for the host; never blocks (a full queue
+  /// drops the record and counts it).
+  void post_log(log::record r);
 
   /// Graceful stop: stop accepting, close idle connections, wait for the
   /// others until stop_timeout, then close the rest. Blocks. Returns the

@@ -81,4 +81,46 @@ void waiter::resume() {
   run_callback(w.attr("switch"), py::none());
 }
 
+namespace {
+struct trace_vars {
+  PyObject* trace;
+  PyObject* span;
+};
+// Leaked on purpose: no Python object may be released after finalization.
+const trace_vars& vars() {
+  static trace_vars v = [] {
+    py::module_ m = py::module_::import("baseplate_serve._trace");
+    return trace_vars{py::object(m.attr("trace_id_var")).release().ptr(),
+                      py::object(m.attr("span_id_var")).release().ptr()};
+  }();
+  return v;
+}
+
+PyObject* set_var(PyObject* var, std::string_view value) {
+  if (value.empty()) return nullptr;
+  PyObject* s = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
+  if (!s) throw py::error_already_set();
+  PyObject* token = PyContextVar_Set(var, s);
+  Py_DECREF(s);
+  if (!token) throw py::error_already_set();
+  return token;
+}
+}  // namespace
+
+trace_scope::trace_scope(std::string_view trace_id, std::string_view span_id) {
+  trace_token_ = set_var(vars().trace, trace_id);
+  span_token_ = set_var(vars().span, span_id);
+}
+
+trace_scope::~trace_scope() {
+  if (trace_token_) {
+    PyContextVar_Reset(vars().trace, trace_token_);
+    Py_DECREF(trace_token_);
+  }
+  if (span_token_) {
+    PyContextVar_Reset(vars().span, span_token_);
+    Py_DECREF(span_token_);
+  }
+}
+
 }  // namespace baseplate::python

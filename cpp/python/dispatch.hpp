@@ -67,4 +67,18 @@ class waiter : public std::enable_shared_from_this<waiter> {
   PyObject* parked_ = nullptr;  ///< gevent mode: the gevent Waiter of the parked greenlet (owned ref)
 };
 
+/// Sets baseplate_serve._trace's context variables for one request (GIL
+/// held); an empty id leaves the default ("-").
+class trace_scope {
+ public:
+  trace_scope(std::string_view trace_id, std::string_view span_id);
+  ~trace_scope();
+  trace_scope(const trace_scope&) = delete;
+  trace_scope& operator=(const trace_scope&) = delete;
+
+ private:
+  PyObject* trace_token_ = nullptr;
+  PyObject* span_token_ = nullptr;
+};
+
 }  // namespace baseplate::python

@@ -16,6 +16,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -72,6 +73,7 @@ server_options parse_options(const py::dict& d) {
   if (d.contains("max_body_size")) o.max_body_size = d["max_body_size"].cast<std::uint64_t>();
   if (d.contains("body_preread")) o.body_preread = d["body_preread"].cast<std::size_t>();
   if (d.contains("max_frame_size")) o.max_frame_size = d["max_frame_size"].cast<std::size_t>();
+  if (d.contains("access_log")) o.access_log = d["access_log"].cast<bool>();
   return o;
 }
 
@@ -125,9 +127,7 @@ class py_server {
   void start(int log_level) {
     if (!wsgi_ && !thrift_) throw std::logic_error("no app set");
     log::set_threshold(static_cast<log::level>(log_level));
-    log::set_sink([this](log::level l, std::string_view logger, std::string msg) {
-      server_.post_log(l, logger, std::move(msg));
-    });
+    log::set_sink([this](log::record r) { server_.post_log(std::move(r)); });
     server_.start();
   }
 
@@ -148,6 +148,11 @@ class py_server {
   }
 
   void run_job(python_job& job) {
+    ++running_;
+    struct done {
+      std::atomic<std::size_t>& n;
+      ~done() { --n; }
+    } guard{running_};
     if (job.http)
       wsgi_->run(std::move(job.http));
     else if (job.thrift)
@@ -187,7 +192,8 @@ class py_server {
       ev = timeout_ms == 0 ? server_.take_events() : server_.wait_events(timeout_ms);
     }
     py::list logs;
-    for (auto& r : ev.logs) logs.append(py::make_tuple(static_cast<int>(r.level), r.logger, r.message));
+    for (auto& r : ev.logs)
+      logs.append(py::make_tuple(static_cast<int>(r.lvl), r.logger, r.message, r.trace_id));
     return py::make_tuple(ev.stop ? ev.stop_signal : 0, ev.dump, logs);
   }
 
@@ -213,12 +219,12 @@ class py_server {
 
   py::dict stats() {
     auto s = server_.stats();
-    auto [queued, running] = queue_.sizes();
+    auto queued = queue_.sizes().first;
     py::dict d;
     d["open_connections"] = s.open_connections;
     d["accepted"] = s.accepted;
     d["queued"] = queued;
-    d["running"] = running;
+    d["running"] = running_.load();
     return d;
   }
 
@@ -239,6 +245,7 @@ class py_server {
   }
 
   job_queue queue_;
+  std::atomic<std::size_t> running_{0};  ///< requests in the app now (both modes)
   python::dispatch_mode mode_ = python::dispatch_mode::threads;
   int queue_fd_ = -1;  ///< gevent mode: the hub's wake-up for queue_
   queued_http_handler http_handler_;

@@ -1,5 +1,7 @@
 #include "thrift.hpp"
 
+#include "dispatch.hpp"
+
 namespace baseplate::python {
 
 thrift_runner::thrift_runner(py::object processor)
@@ -8,6 +10,11 @@ thrift_runner::thrift_runner(py::object processor)
       logger_(py::module_::import("logging").attr("getLogger")("baseplate_serve.thrift")) {}
 
 void thrift_runner::run(std::shared_ptr<thrift::call> c) {
+  auto header = [&](const char* name) -> std::string_view {
+    auto it = c->headers().find(name);
+    return it == c->headers().end() ? std::string_view() : std::string_view(it->second);
+  };
+  trace_scope trace(header("Trace"), header("Span"));
   try {
     py::dict headers;
     for (const auto& [k, v] : c->headers()) headers[py::bytes(k)] = py::bytes(v);

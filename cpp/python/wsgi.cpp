@@ -460,6 +460,7 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
 }
 
 void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
+  trace_scope trace(ex->req().trace_id, ex->req().span_id);
   py::object result;
   responder* resp = nullptr;
   py::object resp_obj, input_obj;

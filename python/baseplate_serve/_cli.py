@@ -15,7 +15,7 @@ from baseplate_serve._errors import AppError, ConfigError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
 from baseplate_serve._listener import BindEndpoint, bind_socket, parse_bind
 from baseplate_serve._logging import configure_logging
-from baseplate_serve._options import resolve_dispatch
+from baseplate_serve._options import parse_server_options, resolve_dispatch
 
 logger = logging.getLogger("baseplate_serve")
 
@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         from baseplate_serve._custom import run_custom_server
 
-        run_custom_server(make_server(cfg.server, listener, app), listener, on_ready)
+        drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
+        run_custom_server(make_server(cfg.server, listener, app), listener, on_ready, drain)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

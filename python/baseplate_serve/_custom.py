@@ -6,6 +6,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 
 from typing import Any, Callable, Optional
 
@@ -15,7 +16,9 @@ from baseplate_serve._stackdump import dump_stacks
 logger = logging.getLogger("baseplate_serve")
 
 
-def run_custom_server(server: Any, listener: socket.socket, on_ready: Optional[Callable[[], None]] = None) -> None:
+def run_custom_server(
+    server: Any, listener: socket.socket, on_ready: Optional[Callable[[], None]] = None, drain_time: float = 0.0
+) -> None:
     """Serves until SIGTERM, SIGINT or SIGUSR2, then calls ``stop()``;
     SIGUSR1 logs every stack."""
     stop = threading.Event()
@@ -36,6 +39,7 @@ def run_custom_server(server: Any, listener: socket.socket, on_ready: Optional[C
             on_ready()
         while not stop.wait(1.0):
             pass
+        _drain(drain_time)
         logger.info("Stopping gracefully")
         server.stop()
     else:
@@ -45,6 +49,14 @@ def run_custom_server(server: Any, listener: socket.socket, on_ready: Optional[C
             on_ready()
         while not stop.wait(1.0) and thread.is_alive():
             pass
+        _drain(drain_time)
         if hasattr(server, "stop"):
             server.stop()
     logger.info("Stopped")
+
+
+def _drain(drain_time: float) -> None:
+    """Keeps serving for ``drain_time`` after the signal, as baseplate.py does."""
+    if drain_time > 0:
+        logger.info("Draining for %.3g s before stopping", drain_time)
+        time.sleep(drain_time)

@@ -6,12 +6,16 @@ import logging.config
 import sys
 import warnings
 
-DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+from baseplate_serve._trace import install_record_factory, trace_id_var
+
+#: Time, level, process id, the request's trace id ("-" outside one), logger, message.
+DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] [%(trace_id)s] %(name)s: %(message)s"
 
 
 def configure_logging(filename: str, has_logging_options: bool, debug: bool) -> None:
     """Root logger at INFO (DEBUG with ``--debug``) printing to stdout;
     a ``[loggers]`` section hands the setup to ``logging.config.fileConfig``."""
+    install_record_factory()
     logging.captureWarnings(True)
     level = logging.DEBUG if debug else logging.INFO
     if debug:
@@ -28,8 +32,13 @@ def configure_logging(filename: str, has_logging_options: bool, debug: bool) -> 
 
 
 def emit_native(records: list) -> None:
-    """Writes records that the native core queued: (level, logger, message)."""
-    for level, name, message in records:
+    """Writes the records the native core queued, (level, logger, message,
+    trace id), through Python's logging: same handlers, same format."""
+    for level, name, message, trace_id in records:
         logger = logging.getLogger(name)
         if logger.isEnabledFor(level):
-            logger.log(level, "%s", message)
+            token = trace_id_var.set(trace_id)
+            try:
+                logger.log(level, "%s", message)
+            finally:
+                trace_id_var.reset(token)

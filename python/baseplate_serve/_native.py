@@ -70,6 +70,7 @@ class NativeServer:
             self._serve_gevent(on_ready)
         else:
             self._serve_threads(on_ready)
+        _ignore_stop_signals()  # the core has handed the signals back
         _stop, _dump, records = self._core.events(0)
         emit_native(records)
         logger.info("Stopped")
@@ -161,6 +162,7 @@ class NativeServer:
 
     def _stopping(self, stop_signal: int) -> None:
         logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
+        _ignore_stop_signals()
         if self._drain_time > 0:
             # Keep serving so load balancers notice before the listener goes.
             logger.info("Draining for %.3g s before stopping", self._drain_time)
@@ -169,6 +171,14 @@ class NativeServer:
     def _report_forced(forced: int) -> None:
         if forced:
             logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
+
+
+def _ignore_stop_signals() -> None:
+    """A second stop signal (a supervisor repeating itself) must not kill
+    the process while it stops. SIG_IGN rather than a Python handler: the
+    interpreter resets Python handlers to the default action as it exits."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _server_name_port(listener: socket.socket) -> Tuple[str, str]:

@@ -53,6 +53,7 @@ SPEC: Dict[str, Any] = {
     "max_body_size": config.Optional(_non_negative(config.Integer), default=1024 * 1024 * 1024),
     "max_frame_size": config.Optional(_positive(config.Integer), default=16 * 1024 * 1024),
     "drain_time": _seconds(0),
+    "access_log": config.Optional(config.Boolean, default=False),
     "dispatch": config.Optional(config.OneOf(gevent="gevent", threads="threads"), default=None),
 }
 
@@ -94,6 +95,7 @@ def parse_server_options(server_config: Dict[str, str], filename: str, section: 
         "max_body_size": cfg.max_body_size,
         "max_frame_size": cfg.max_frame_size,
         "drain_time_ms": _ms(cfg.drain_time),
+        "access_log": cfg.access_log,
     }
     if cfg.dispatch is not None:
         options["dispatch"] = cfg.dispatch

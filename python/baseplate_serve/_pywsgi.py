@@ -46,6 +46,7 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
             {
                 "max_concurrency": config.Optional(config.Integer),
                 "stop_timeout": config.Optional(config.TimespanWithLegacyFallback),
+                "drain_time": config.Optional(config.TimespanWithLegacyFallback),
             },
         )
     except config.ConfigurationError as exc:
@@ -75,6 +76,9 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
     if on_ready is not None:
         on_ready()
     stop.wait()
+    if parsed.drain_time and parsed.drain_time.total_seconds() > 0:
+        logger.info("Draining for %.3g s before stopping", parsed.drain_time.total_seconds())
+        gevent.sleep(parsed.drain_time.total_seconds())
     logger.info("Stopping gracefully")
     server.stop(timeout=server.stop_timeout)
     logger.info("Stopped")

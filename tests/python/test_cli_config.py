@@ -38,7 +38,7 @@ ERROR_PREFIX = "baseplate-serve: error: "
 #: A log line of the default setup: "2024-01-31 12:00:00,123 INFO [42] name: message".
 LOG_LINE = re.compile(
     r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
-    r"\[(?P<pid>\d+)\] (?P<logger>[^\s:]+): (?P<message>.*)$"
+    r"\[(?P<pid>\d+)\] \[(?P<trace>[^\]]+)\] (?P<logger>[^\s:]+): (?P<message>.*)$"
 )
 
 HELLO_APP = """

@@ -2,6 +2,7 @@
 
 #include "../io_thread.hpp"
 #include "../log.hpp"
+#include "../trace.hpp"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
@@ -218,7 +219,28 @@ void connection::dispatch() {
   r.target = std::string(msg.target());
   r.version = version_;
   r.headers.reserve(8);
-  for (auto& f : msg) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  trace_context tc;
+  std::string_view traceparent;
+  for (auto& f : msg) {
+    r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    auto name = f.name_string();
+    if (beast::iequals(name, "x-trace"))
+      tc.trace_id = std::string(f.value());
+    else if (beast::iequals(name, "x-span"))
+      tc.span_id = std::string(f.value());
+    else if (beast::iequals(name, "traceparent"))
+      traceparent = f.value();
+  }
+  if (tc.trace_id.empty() && !traceparent.empty()) parse_traceparent(traceparent, tc);
+  r.trace_id = tc.trace_id;
+  r.span_id = std::move(tc.span_id);
+  trace_id_ = tc.trace_id.empty() ? "-" : std::move(tc.trace_id);
+  if (opts_.access_log) {
+    started_ = clock::now();
+    access_line_ = r.method + " " + r.target;
+    status_ = 0;
+    body_bytes_ = 0;
+  }
   r.content_length = parser_->content_length() ? std::optional<std::uint64_t>(*parser_->content_length()) : std::nullopt;
   r.chunked = parser_->chunked();
   r.expect_continue = expect_continue_;
@@ -229,6 +251,7 @@ void connection::dispatch() {
   phase_ = phase::app;
   deadline_ = clock::time_point::max();
   auto ex = std::make_shared<exchange_impl>(self(), std::move(r), request_id_);
+  log::scoped_trace trace(trace_id_);
   app_.handle(std::move(ex));
 }
 
@@ -367,6 +390,7 @@ void connection::next_write() {
 }
 
 void connection::write_part(pending_write& w) {
+  log::scoped_trace trace(trace_id_);
   out_.clear();
   static thread_local std::string trailer;
   trailer.clear();
@@ -387,6 +411,7 @@ void connection::write_part(pending_write& w) {
       keep_alive_ = false;
     }
     unsigned status = part.head->status;
+    status_ = status;
     // A body the app has not read (yet) makes the connection unusable after
     // this response unless the app reads it all: announce the close now.
     keep_alive_ = keep_alive_ && !stopping_ && parser_->is_done();
@@ -458,6 +483,7 @@ void connection::write_part(pending_write& w) {
     log::write(log::level::warning, logger, "app sent less than its Content-Length; closing the connection");
     keep_alive_ = false;
   }
+  body_bytes_ += body_len;
   std::array<asio::const_buffer, 3> bufs{asio::buffer(out_), asio::buffer(part.body.data(), body_len),
                                          asio::buffer(trailer)};
   // The trailer is thread-local scratch: copy it next to the head so it
@@ -486,6 +512,7 @@ void connection::write_file(pending_write& w) {
       w.file_count -= static_cast<std::uint64_t>(n);
       limit -= static_cast<std::uint64_t>(n);
       if (mode_ == body_mode::length) remaining_ -= static_cast<std::uint64_t>(n);
+      body_bytes_ += static_cast<std::uint64_t>(n);
       continue;
     }
     if (n == 0) break;  // the file is shorter than announced
@@ -527,7 +554,19 @@ void connection::on_written(error_code ec) {
     next_write();
 }
 
+void connection::write_access_log() {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_).count();
+  char tail[96];
+  std::snprintf(tail, sizeof tail, " %u %llu %.3fms", status_, static_cast<unsigned long long>(body_bytes_),
+                static_cast<double>(us) / 1000.0);
+  log::scoped_trace trace(trace_id_);
+  log::write(log::level::info, "baseplate_serve.access", remote_host_ + " \"" + access_line_ + "\"" + tail);
+}
+
 void connection::finish_request() {
+  if (opts_.access_log && !access_line_.empty()) write_access_log();
+  access_line_.clear();
+  trace_id_ = "-";
   ++request_id_;
   bool reusable = keep_alive_ && !stopping_ && parser_->is_done();
   if (!reusable) {

@@ -75,6 +75,7 @@ class connection final : public connection_base {
   void wait_file_writable();
   void on_written(boost::system::error_code ec);
   void finish_request();
+  void write_access_log();
   void app_abort(std::uint64_t id);
   void linger_close();
 
@@ -102,6 +103,12 @@ class connection final : public connection_base {
   bool continue_sent_ = false;
   bool expect_continue_ = false;
   bool reading_body_ = false;
+
+  std::string trace_id_ = "-";         ///< of the current request, for native records
+  clock::time_point started_;          ///< when the current request was dispatched (access log)
+  std::string access_line_;           ///< method and target of the current request (access log)
+  unsigned status_ = 0;               ///< status of the current response (access log)
+  std::uint64_t body_bytes_ = 0;      ///< body bytes of the current response (access log)
 
   // The current response.
   enum class body_mode { none, length, chunked, until_close };

@@ -29,6 +29,9 @@ struct request {
   std::uint16_t remote_port = 0;
   std::string local_host;
   std::uint16_t local_port = 0;
+  /// From X-Trace / X-Span, else W3C traceparent; empty when absent.
+  std::string trace_id;
+  std::string span_id;
 
   bool has_body() const { return chunked || (content_length && *content_length > 0); }
   bool is_head() const { return method == "HEAD"; }

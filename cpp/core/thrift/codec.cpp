@@ -49,8 +49,13 @@ message_bounds walk_unframed(const std::uint8_t* data, std::size_t size, std::si
     proto.readMessageBegin(name, type, seqid);
     proto.skip(at::protocol::T_STRUCT);
     proto.readMessageEnd();
-    b.status = message_bounds::complete;
     b.size = size - buf->available_read();
+    b.status = message_bounds::complete;
+    if (b.size > max_frame) {
+      b.status = message_bounds::invalid;
+      b.error = "unframed message of " + std::to_string(b.size) + " bytes is over max_frame_size (" +
+                std::to_string(max_frame) + " bytes)";
+    }
   } catch (const at::transport::TTransportException& e) {
     if (e.getType() != at::transport::TTransportException::END_OF_FILE) {
       b.status = message_bounds::invalid;
@@ -274,6 +279,23 @@ void codec::decode(std::uint8_t* data, std::size_t size) {
 const headers_map& codec::headers() const { return transport_->getHeaders(); }
 int codec::protocol_id() const { return transport_->getProtocolId(); }
 client_type codec::type() const { return transport_->type(); }
+
+std::string codec::method_name() const {
+  auto buf = std::make_shared<TMemoryBuffer>(
+      reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload_.data())), static_cast<std::uint32_t>(payload_.size()));
+  std::string name;
+  at::protocol::TMessageType type;
+  std::int32_t seqid;
+  try {
+    if (protocol_id() == at::protocol::T_COMPACT_PROTOCOL)
+      at::protocol::TCompactProtocol(buf).readMessageBegin(name, type, seqid);
+    else
+      at::protocol::TBinaryProtocol(buf).readMessageBegin(name, type, seqid);
+  } catch (const at::TException&) {
+    return "?";
+  }
+  return name;
+}
 
 std::string codec::encode(std::string_view payload, const headers_map& headers, bool zlib) {
   out_->resetBuffer();

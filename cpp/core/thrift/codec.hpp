@@ -63,6 +63,8 @@ class codec {
   /// T_BINARY_PROTOCOL (0) or T_COMPACT_PROTOCOL (2).
   int protocol_id() const;
   client_type type() const;
+  /// The called method's name, read from the payload ("?" if unreadable).
+  std::string method_name() const;
 
   /// Encodes a reply to the last request in the client's own framing,
   /// protocol and transforms, with `headers` as THeader info headers.

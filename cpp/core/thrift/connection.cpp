@@ -90,8 +90,22 @@ void connection::next_message() {
   } catch (const std::exception& e) {
     return reject(e.what());
   }
+  if (codec_.payload().empty()) {
+    // libthrift's C++ THeaderTransport sends an empty frame when it closes:
+    // nothing to call, as in every THeader server.
+    buffer_.consume(message_size_);
+    message_size_ = 0;
+    return next_message();
+  }
   phase_ = phase::app;
   deadline_ = clock::time_point::max();
+  auto trace = codec_.headers().find("Trace");
+  trace_id_ = trace != codec_.headers().end() && !trace->second.empty() ? trace->second : "-";
+  if (opts_.access_log) {
+    method_ = codec_.method_name();
+    started_ = clock::now();
+  }
+  log::scoped_trace scope(trace_id_);
   app_.handle(std::make_shared<call_impl>(self(), call_id_));
 }
 
@@ -135,6 +149,15 @@ void connection::on_fail(std::uint64_t id) {
 }
 
 void connection::finish_call() {
+  if (opts_.access_log) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_).count();
+    char tail[64];
+    std::snprintf(tail, sizeof tail, " %zu %.3fms", out_.size(), static_cast<double>(us) / 1000.0);
+    log::scoped_trace scope(trace_id_);
+    log::write(log::level::info, "baseplate_serve.access", peer_ + " \"THRIFT " + method_ + "\"" + tail);
+    out_.clear();
+  }
+  trace_id_ = "-";
   ++call_id_;
   buffer_.consume(message_size_);
   message_size_ = 0;

@@ -58,6 +58,9 @@ class connection final : public connection_base {
   bool stopping_ = false;
   clock::time_point deadline_ = clock::time_point::max();
   std::string peer_;
+  std::string trace_id_ = "-";   ///< of the current call, for native records
+  std::string method_;           ///< of the current call (access log)
+  clock::time_point started_;    ///< of the current call (access log)
 };
 
 }  // namespace baseplate::thrift
