@@ -59,4 +59,6 @@ dev: system-deps venv
 	  -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DPython_EXECUTABLE=$(abspath $(VENV)/bin/python) \
 	  -Dpybind11_DIR=$$($(VENV)/bin/python -m pybind11 --cmakedir)
 	$(VENV)/bin/cmake --build $(DEV_DIR)
-	cp $(DEV_DIR)/cpp/python/_core*.so python/baseplate_serve/
+	cp $(DEV_DIR)/cpp/python/_core*.so python/baseplate_serve/_core.tmp && mv python/baseplate_serve/_core.tmp python/baseplate_serve/$$(basename $(DEV_DIR)/cpp/python/_core*.so)
+	rm -rf python/baseplate_serve/sdk && mkdir -p python/baseplate_serve/sdk
+	cp -r cpp/include cmake/BaseplateServeConfig.cmake python/baseplate_serve/sdk/

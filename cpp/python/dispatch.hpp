@@ -7,7 +7,7 @@
 ///   batch) and runs each in a greenlet; a wait parks the greenlet, and the
 ///   I/O thread's completion comes back through the same queue.
 /// The I/O threads never touch Python in either mode.
-#include "http/exchange.hpp"
+#include <baseplate/http/exchange.hpp>
 #include "thrift/call.hpp"
 #include "work_queue.hpp"
 

@@ -4,7 +4,9 @@
 /// log records to the Python main thread.
 #include "dispatch.hpp"
 #include "http/connection.hpp"
+#include "plugin_loader.hpp"
 #include "server.hpp"
+#include "thrift/processor_handler.hpp"
 #include "thrift.hpp"
 #include "thrift/connection.hpp"
 #include "work_queue.hpp"
@@ -108,7 +110,12 @@ class py_server {
       throw std::invalid_argument("unknown dispatch " + dispatch);
     }
     python::set_dispatch(mode_, &queue_);
+    // From now on native records (a native app's factory included) queue
+    // for the host's logging.
+    log::set_sink([this](log::record r) { server_.post_log(std::move(r)); });
   }
+
+  void set_log_level(int level) { log::set_threshold(static_cast<log::level>(level)); }
 
   ~py_server() {
     log::set_sink(nullptr);
@@ -122,12 +129,25 @@ class py_server {
 
   void set_thrift_processor(py::object processor) { thrift_.emplace(std::move(processor)); }
 
+  /// Serves a native app: requests go straight from the I/O threads to it,
+  /// never through Python. Returns "http" or "thrift", what it provides.
+  std::string set_native_app(const std::string& path, const std::string& factory, const py::dict& app_config) {
+    boost::property_tree::ptree config;
+    for (auto item : app_config) config.put(item.first.cast<std::string>(), item.second.cast<std::string>());
+    plugin_ = std::make_unique<loaded_plugin>(path, factory, config);
+    if (plugin_->app().http) {
+      http_target_ = plugin_->app().http.get();
+      return "http";
+    }
+    native_thrift_ = std::make_unique<thrift::processor_handler>(plugin_->app().thrift);
+    thrift_target_ = native_thrift_.get();
+    return "thrift";
+  }
+
   void adopt_listener(int fd) { server_.adopt_listener(fd); }
 
-  void start(int log_level) {
-    if (!wsgi_ && !thrift_) throw std::logic_error("no app set");
-    log::set_threshold(static_cast<log::level>(log_level));
-    log::set_sink([this](log::record r) { server_.post_log(std::move(r)); });
+  void start() {
+    if (!wsgi_ && !thrift_ && !plugin_) throw std::logic_error("no app set");
     server_.start();
   }
 
@@ -235,11 +255,11 @@ class py_server {
   connection_factory make_factory(const std::string& protocol) {
     if (protocol == "wsgi")
       return [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
-        return std::make_shared<http::connection>(std::move(s), t, http_handler_, server_.options());
+        return std::make_shared<http::connection>(std::move(s), t, *http_target_, server_.options());
       };
     if (protocol == "thrift")
       return [this](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
-        return std::make_shared<thrift::connection>(std::move(s), t, thrift_handler_, server_.options());
+        return std::make_shared<thrift::connection>(std::move(s), t, *thrift_target_, server_.options());
       };
     throw std::invalid_argument("unknown protocol " + protocol);
   }
@@ -250,6 +270,10 @@ class py_server {
   int queue_fd_ = -1;  ///< gevent mode: the hub's wake-up for queue_
   queued_http_handler http_handler_;
   queued_thrift_handler thrift_handler_;
+  std::unique_ptr<loaded_plugin> plugin_;
+  std::unique_ptr<thrift::processor_handler> native_thrift_;
+  http::handler* http_target_ = &http_handler_;        ///< the Python app's queue, or a native app
+  thrift::handler* thrift_target_ = &thrift_handler_;  ///< likewise
   std::optional<python::wsgi_runner> wsgi_;
   std::optional<python::thrift_runner> thrift_;
   server server_;
@@ -274,6 +298,8 @@ PyObject* run_job_box(PyObject* capsule, PyObject*) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
+  py::register_exception<plugin_error>(m, "PluginError", PyExc_RuntimeError);
+  m.attr("SDK_VERSION") = BASEPLATE_SDK_VERSION;
   python::register_wsgi_types(m);
   py::class_<py_server>(m, "Server")
       .def(py::init<const py::dict&, const std::string&, const std::string&>(), py::arg("options"),
@@ -281,8 +307,10 @@ PYBIND11_MODULE(_core, m) {
       .def("set_wsgi_app", &py_server::set_wsgi_app, py::arg("app"), py::arg("file_wrapper"), py::arg("server_name"),
            py::arg("server_port"))
       .def("set_thrift_processor", &py_server::set_thrift_processor, py::arg("processor"))
+      .def("set_native_app", &py_server::set_native_app, py::arg("path"), py::arg("factory"), py::arg("app_config"))
       .def("adopt_listener", &py_server::adopt_listener, py::arg("fd"))
-      .def("start", &py_server::start, py::arg("log_level"))
+      .def("set_log_level", &py_server::set_log_level, py::arg("level"))
+      .def("start", &py_server::start)
       .def("run_worker", &py_server::run_worker)
       .def("events", &py_server::events, py::arg("timeout_ms"))
       .def("stop", &py_server::stop)

@@ -1,6 +1,7 @@
 #include "wsgi.hpp"
 
 #include "dispatch.hpp"
+#include "http/response_head.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/beast/http/error.hpp>

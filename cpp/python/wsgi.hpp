@@ -2,7 +2,7 @@
 /// Runs a Python WSGI app (PEP 3333) for core HTTP exchanges. Called on a
 /// Python worker thread with the GIL held; waits for the network only with
 /// the GIL released.
-#include "http/exchange.hpp"
+#include <baseplate/http/exchange.hpp>
 
 #include <pybind11/pybind11.h>
 

@@ -1,6 +1,8 @@
 // The Thrift echo example. Python code generated with:
-//   thrift --gen py:package_prefix= -out gen echo.thrift
+//   thrift --gen py -out gen echo.thrift
+// (the C++ code of examples/native_thrift is generated at build time)
 namespace py echo
+namespace cpp echo
 
 exception EchoError {
   1: string message

@@ -24,6 +24,15 @@ BUILTIN_WSGI = ("baseplate.server.wsgi", "baseplate.server.wsgi:make_server")
 BUILTIN_THRIFT = ("baseplate.server.thrift", "baseplate.server.thrift:make_server")
 
 
+class _SdkDirAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk"))
+        parser.exit()
+
+
 def _bind_arg(text: str) -> BindEndpoint:
     try:
         return parse_bind(text)
@@ -58,8 +67,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         " ignored under Einhorn)",
     )
     parser.add_argument("--version", action="version", version=f"baseplate-serve {__version__}")
+    parser.add_argument(
+        "--sdk-dir",
+        action=_SdkDirAction,
+        help="print the directory of the C++ SDK for native apps (for CMake: -DBaseplateServe_DIR=...) and exit",
+    )
     parser.add_argument("config_file", help="path to a configuration file")
     return parser.parse_args(argv)
+
+
+def native_app_spec(factory: str) -> Optional[Tuple[str, str]]:
+    """``(library path, factory name)`` when ``factory`` names a native app
+    (``libmyapp.so:make_app``, or a path to one), else None."""
+    module, sep, name = factory.strip().partition(":")
+    module = module.strip()
+    if not (module.endswith(".so") or ".so." in os.path.basename(module)):
+        return None
+    # A library next to the config's users is found like a Python module:
+    # from the current directory. dlopen() alone would not look there.
+    path = os.path.abspath(module) if ("/" in module or os.path.exists(module)) else module
+    return path, (name.strip() if sep else "make_app")
 
 
 def _make_app(cfg: Any) -> Any:
@@ -101,6 +128,17 @@ def run(args: argparse.Namespace) -> None:
     server_factory = cfg.server["factory"].strip()
     builtin = "wsgi" if server_factory in BUILTIN_WSGI else "thrift" if server_factory in BUILTIN_THRIFT else None
     handler = cfg.server.get("handler", "").strip()
+    native = native_app_spec(cfg.app["factory"])
+    if native:
+        if not builtin:
+            raise ConfigError.at(
+                cfg.filename,
+                cfg.app_section,
+                "factory",
+                f"a native app needs [{cfg.server_section}] factory = baseplate.server.wsgi or baseplate.server.thrift",
+            )
+        _serve_native(args, cfg, builtin, native)
+        return
     dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section) if builtin else None
     if builtin == "wsgi" and handler:
         # The native HTTP core has no place for a pywsgi handler class.
@@ -151,6 +189,27 @@ def run(args: argparse.Namespace) -> None:
 
         drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
         run_custom_server(make_server(cfg.server, listener, app), listener, on_ready, drain)
+
+
+def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tuple[str, str]) -> None:
+    """A native app: no monkey-patching and no Python on the request path."""
+    from baseplate_serve._native import NativeServer
+
+    listener, on_ready = make_listener(args.bind)
+    if args.reload:
+        from baseplate_serve._reloader import start_reload_watcher
+
+        start_reload_watcher([cfg.filename, native[0]])
+    NativeServer(
+        cfg.server,
+        listener,
+        None,
+        protocol=protocol,
+        dispatch="threads",
+        filename=cfg.filename,
+        section=cfg.server_section,
+        native=(native[0], native[1], cfg.app, cfg.app_section),
+    ).serve_forever(on_ready)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from baseplate_serve import _core
+from baseplate_serve._errors import AppError
 from baseplate_serve._file_wrapper import FileWrapper
 from baseplate_serve._listener import describe
 from baseplate_serve._logging import emit_native
@@ -42,14 +43,18 @@ class NativeServer:
         dispatch: str,
         filename: str,
         section: str,
+        native: Optional[Tuple[str, str, Dict[str, str], str]] = None,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
-        self._python_threads: int = options["python_threads"]
+        self._python_threads: int = 0 if native else options["python_threads"]
         self._drain_time: float = options["drain_time_ms"] / 1000.0
         self._stop_timeout: float = options["stop_timeout_ms"] / 1000.0
         self._dispatch = dispatch
         self._core = _core.Server(options, protocol, dispatch)
-        if protocol == "thrift":
+        self._core.set_log_level(logging.getLogger().getEffectiveLevel())
+        if native:
+            self._load_native(native, protocol, filename, section)
+        elif protocol == "thrift":
             self._core.set_thrift_processor(app)
         else:
             name, port = _server_name_port(listener)
@@ -62,10 +67,31 @@ class NativeServer:
         listener.close()
         self._workers: List[threading.Thread] = []
 
+    def _load_native(
+        self, native: Tuple[str, str, Dict[str, str], str], protocol: str, filename: str, section: str
+    ) -> None:
+        path, factory, app_config, app_section = native
+        where = f"{filename}: [{app_section}] factory"
+        try:
+            kind = self._core.set_native_app(path, factory, app_config)
+        except _core.PluginError as exc:
+            raise AppError(f"{where}: {exc}") from None
+        finally:
+            emit_native(self._core.events(0)[2])  # what the factory logged
+        if kind != ("thrift" if protocol == "thrift" else "http"):
+            wanted = "a Thrift processor" if protocol == "thrift" else "an HTTP handler"
+            raise AppError(
+                f"{where}: {path}:{factory} returned {'a Thrift processor' if kind == 'thrift' else 'an HTTP handler'},"
+                f" but [{section}] factory = baseplate.server.{protocol} needs {wanted}"
+            )
+        logger.info(
+            "Native app %s:%s serves %s requests without Python", path, factory, "Thrift" if kind == "thrift" else "HTTP"
+        )
+
     def serve_forever(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serves until a stop signal, then drains and returns. ``on_ready``
         runs once the server accepts (the Einhorn ACK)."""
-        self._core.start(logging.getLogger().getEffectiveLevel())
+        self._core.start()
         if self._dispatch == "gevent":
             self._serve_gevent(on_ready)
         else:
@@ -148,7 +174,10 @@ class NativeServer:
     # -- shared
 
     def _ready(self, on_ready: Optional[Callable[[], None]]) -> None:
-        logger.info("Python requests run on %s", "the gevent hub" if self._dispatch == "gevent" else "worker threads")
+        if self._python_threads or self._dispatch == "gevent":
+            logger.info(
+                "Python requests run on %s", "the gevent hub" if self._dispatch == "gevent" else "worker threads"
+            )
         logger.info("Listening on %s", self._address)
         if on_ready is not None:
             on_ready()

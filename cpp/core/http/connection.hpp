@@ -5,7 +5,9 @@
 /// and answers protocol errors itself (400, 413, 431).
 #include "../connection_base.hpp"
 #include "../options.hpp"
-#include "exchange.hpp"
+#include "response_head.hpp"
+
+#include <baseplate/http/exchange.hpp>
 
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>

@@ -1,24 +1,17 @@
 #pragma once
-/// Status and headers of a response, as an app gives them, and their
-/// serialisation. Written by hand rather than with beast::http::fields:
-/// the app's header list is already in wire order, and one pass that
-/// validates and appends into the connection's output buffer is what the
-/// request path needs (Beast still parses every request).
+/// Checking and serialising the response heads apps give. Written by hand
+/// rather than with beast::http::fields: the app's header list is already in
+/// wire order, and one pass that validates and appends into the
+/// connection's output buffer is what the request path needs (Beast still
+/// parses every request).
+#include <baseplate/http/response.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 namespace baseplate::http {
-
-struct response_head {
-  unsigned status = 200;
-  /// Reason phrase; empty = the standard one for `status`.
-  std::string reason;
-  std::vector<std::pair<std::string, std::string>> headers;
-};
 
 /// How the connection frames the body that follows a head.
 struct framing {

@@ -1,9 +1,9 @@
 #pragma once
-/// One request/response between the core and an app. The app reads the
-/// body and writes the response through it, from any thread; completions
-/// run on the connection's I/O thread and must not block.
-#include "request.hpp"
-#include "response_head.hpp"
+/// One request/response between the server and an HTTP app. The app reads
+/// the body and writes the response through it, from any thread;
+/// completions run on the connection's I/O thread and must not block.
+#include <baseplate/http/request.hpp>
+#include <baseplate/http/response.hpp>
 
 #include <boost/system/error_code.hpp>
 
@@ -20,14 +20,6 @@ namespace baseplate::http {
 using read_handler = std::function<void(boost::system::error_code, std::string_view)>;
 /// Reports that a write went out (or why not).
 using write_handler = std::function<void(boost::system::error_code)>;
-
-/// One piece of a response: the head (first piece only), body bytes, and
-/// whether it is the last piece.
-struct response_part {
-  std::optional<response_head> head;
-  std::string body;
-  bool last = false;
-};
 
 class exchange {
  public:
@@ -55,8 +47,9 @@ class exchange {
   virtual void abort() = 0;
 };
 
-/// What an HTTP app is to the core. Called on an I/O thread: must return
-/// quickly and complete the exchange later (from any thread).
+/// What an HTTP app is to the server. handle() is called on an I/O thread,
+/// with no Python lock held: it must return quickly (complete the exchange
+/// then, or later from any thread).
 class handler {
  public:
   virtual ~handler() = default;

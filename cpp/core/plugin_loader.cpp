@@ -1,0 +1,57 @@
+#include "plugin_loader.hpp"
+
+#include "log.hpp"
+#include "thrift/plugin_headers.hpp"
+
+#include <dlfcn.h>
+
+namespace baseplate {
+namespace {
+
+void host_log(int level, const char* logger, const char* message) {
+  log::write(static_cast<log::level>(level), logger ? logger : "native", message ? message : "");
+}
+bool host_log_enabled(int level) { return log::enabled(static_cast<log::level>(level)); }
+const char* host_trace_id() { return log::current_trace_id().c_str(); }
+
+const plugin::host_api host{host_log, host_log_enabled, host_trace_id, thrift::plugin_request_header,
+                            thrift::plugin_set_reply_header};
+
+std::string dl_error() {
+  const char* e = ::dlerror();
+  return e ? e : "unknown error";
+}
+
+}  // namespace
+
+const plugin::host_api& plugin_host() { return host; }
+
+loaded_plugin::loaded_plugin(const std::string& path, const std::string& factory,
+                             const boost::property_tree::ptree& config)
+    : config_(config) {
+  handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle_) throw plugin_error("cannot load native app " + path + ": " + dl_error());
+  auto* version = static_cast<const int*>(::dlsym(handle_, "baseplate_plugin_sdk_version"));
+  if (!version)
+    throw plugin_error(path + " is not a baseplate-serve native app: it has no baseplate_plugin_sdk_version "
+                              "(build it against <baseplate/plugin.hpp>)");
+  if (*version != BASEPLATE_SDK_VERSION)
+    throw plugin_error(path + " was built against SDK version " + std::to_string(*version) +
+                       "; this server has SDK version " + std::to_string(BASEPLATE_SDK_VERSION) +
+                       ": rebuild it against this server's SDK (baseplate-serve --sdk-dir)");
+  using factory_fn = void (*)(const plugin::context&, plugin::app&);
+  auto fn = reinterpret_cast<factory_fn>(::dlsym(handle_, factory.c_str()));
+  if (!fn) throw plugin_error(path + " has no factory " + factory + " (declare it with BASEPLATE_APP_FACTORY)");
+  plugin::context ctx{&config_, &host};
+  try {
+    fn(ctx, app_);
+  } catch (const std::exception& e) {
+    throw plugin_error(path + ":" + factory + " failed: " + e.what());
+  } catch (...) {
+    throw plugin_error(path + ":" + factory + " failed with a non-standard exception");
+  }
+  if (!app_.http && !app_.thrift)
+    throw plugin_error(path + ":" + factory + " returned neither an HTTP handler nor a Thrift processor");
+}
+
+}  // namespace baseplate

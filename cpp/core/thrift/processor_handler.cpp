@@ -1,0 +1,70 @@
+#include "processor_handler.hpp"
+
+#include "../log.hpp"
+#include "plugin_headers.hpp"
+
+#include <thrift/TProcessor.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/protocol/TProtocolTypes.h>
+#include <thrift/transport/TBufferTransports.h>
+
+namespace baseplate::thrift {
+namespace at = apache::thrift;
+
+namespace {
+thread_local const headers_map* request_headers = nullptr;
+thread_local headers_map* reply_headers = nullptr;
+}  // namespace
+
+scoped_plugin_headers::scoped_plugin_headers(const headers_map& request, headers_map& reply) {
+  request_headers = &request;
+  reply_headers = &reply;
+}
+scoped_plugin_headers::~scoped_plugin_headers() {
+  request_headers = nullptr;
+  reply_headers = nullptr;
+}
+
+const char* plugin_request_header(const char* key) {
+  if (!request_headers || !key) return nullptr;
+  auto it = request_headers->find(key);
+  return it == request_headers->end() ? nullptr : it->second.c_str();
+}
+
+void plugin_set_reply_header(const char* key, const char* value) {
+  if (reply_headers && key && value) (*reply_headers)[key] = value;
+}
+
+processor_handler::processor_handler(std::shared_ptr<at::TProcessor> processor) : processor_(std::move(processor)) {}
+
+void processor_handler::handle(std::shared_ptr<call> c) {
+  auto payload = c->payload();
+  // OBSERVE: the buffer reads the payload in place and never writes it.
+  auto in = std::make_shared<at::transport::TMemoryBuffer>(
+      reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload.data())), static_cast<std::uint32_t>(payload.size()));
+  auto out = std::make_shared<at::transport::TMemoryBuffer>();
+  std::shared_ptr<at::protocol::TProtocol> iprot, oprot;
+  if (c->protocol_id() == at::protocol::T_COMPACT_PROTOCOL) {
+    iprot = std::make_shared<at::protocol::TCompactProtocol>(in);
+    oprot = std::make_shared<at::protocol::TCompactProtocol>(out);
+  } else {
+    iprot = std::make_shared<at::protocol::TBinaryProtocol>(in);
+    oprot = std::make_shared<at::protocol::TBinaryProtocol>(out);
+  }
+  headers_map reply;
+  try {
+    scoped_plugin_headers scope(c->headers(), reply);
+    // Generated processors answer app exceptions and unknown methods
+    // themselves; what escapes broke the protocol.
+    processor_->process(iprot, oprot, nullptr);
+  } catch (const std::exception& e) {
+    log::write(log::level::error, "baseplate_serve.thrift",
+               std::string("native Thrift processor failed; closing the connection: ") + e.what());
+    c->fail();
+    return;
+  }
+  c->reply(out->getBufferAsString(), std::move(reply));
+}
+
+}  // namespace baseplate::thrift
