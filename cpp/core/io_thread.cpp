@@ -2,9 +2,29 @@
 
 #include "log.hpp"
 
+#include <boost/asio/post.hpp>
+
 #include <vector>
 
 namespace baseplate {
+namespace {
+thread_local io_thread* current_thread = nullptr;
+}
+
+io_thread* io_thread::current() { return current_thread; }
+
+void io_thread::at_end_of_round(std::function<void()> f) {
+  if (end_of_round_.empty()) {
+    // Posted now, it runs after the handlers already made ready by this
+    // round's epoll wait: one flush for all the work of the round.
+    boost::asio::post(ctx_, [this] {
+      auto work = std::move(end_of_round_);
+      end_of_round_.clear();
+      for (auto& w : work) w();
+    });
+  }
+  end_of_round_.push_back(std::move(f));
+}
 
 io_thread::io_thread(std::function<void()> on_closed)
     : guard_(boost::asio::make_work_guard(ctx_)), sweep_timer_(ctx_), on_closed_(std::move(on_closed)) {}
@@ -14,6 +34,7 @@ io_thread::~io_thread() { stop(); }
 void io_thread::start() {
   sweep();
   thread_ = std::thread([this] {
+    current_thread = this;
     for (;;) {
       try {
         ctx_.run();

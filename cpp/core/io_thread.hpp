@@ -10,6 +10,7 @@
 #include <memory>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace baseplate {
 
@@ -31,6 +32,13 @@ class io_thread {
   /// Tracks a connection until it calls remove(); only on this thread.
   void add(std::shared_ptr<connection_base> c);
   void remove(connection_base* c);
+  /// Runs `f` once at the end of this event-loop round, however often it is
+  /// asked for during the round (handlers of the round run first). Only on
+  /// this thread. Used to batch wake-ups of other threads.
+  void at_end_of_round(std::function<void()> f);
+  /// The io_thread running the calling thread, or nullptr.
+  static io_thread* current();
+
   /// Applies f to every tracked connection; only on this thread.
   void for_each(const std::function<void(connection_base&)>& f);
 
@@ -42,6 +50,7 @@ class io_thread {
   boost::asio::steady_timer sweep_timer_;
   std::unordered_map<connection_base*, std::shared_ptr<connection_base>> connections_;
   std::function<void()> on_closed_;
+  std::vector<std::function<void()>> end_of_round_;  ///< pending at_end_of_round work
   std::thread thread_;
 };
 

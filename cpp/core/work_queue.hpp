@@ -33,31 +33,48 @@ class work_queue {
     watchdog_.join();
   }
 
-  /// Adds an item (any thread). Returns false once closed.
+  /// Adds an item (any thread) and wakes a consumer if one is needed.
+  /// Returns false once closed.
   bool push(T item) {
-    std::unique_lock<std::mutex> lk(m_);
+    if (!push_quietly(std::move(item))) return false;
+    notify();
+    return true;
+  }
+
+  /// Adds an item without waking anyone: a producer that adds several in
+  /// one round (an I/O thread's event-loop round) calls notify() once after.
+  bool push_quietly(T item) {
+    std::lock_guard<std::mutex> lk(m_);
     if (closed_) return false;
     items_.push_back(std::move(item));
+    return true;
+  }
+
+  /// Wakes what the queued items need: the armed event loop (one eventfd
+  /// write per batch), or one sleeping worker if none is running, or the
+  /// stall watchdog.
+  void notify() {
+    std::unique_lock<std::mutex> lk(m_);
+    if (items_.empty()) return;
     if (armed_fd_ >= 0) {
-      // An event-loop consumer asked to be told: one write per batch.
       int fd = armed_fd_;
       armed_fd_ = -1;
       lk.unlock();
       std::uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
-      return true;
+      return;
     }
     if (running_ + notified_ == 0 && sleeping_ > notified_) {
       ++notified_;
       lk.unlock();
       workers_cv_.notify_one();
-      return true;
+      return;
     }
-    if (items_.size() == 1) {
+    if (watchdog_idle_) {
+      watchdog_idle_ = false;
       lk.unlock();
-      watchdog_cv_.notify_one();  // the watchdog sleeps while the queue is empty
+      watchdog_cv_.notify_one();  // it sleeps while the queue is empty
     }
-    return true;
   }
 
   /// Takes the next item if one is ready; never blocks. `finished_one`:
@@ -126,7 +143,9 @@ class work_queue {
     std::unique_lock<std::mutex> lk(m_);
     while (!closed_) {
       if (items_.empty()) {
+        watchdog_idle_ = true;
         watchdog_cv_.wait(lk);
+        watchdog_idle_ = false;
         continue;
       }
       std::uint64_t before = taken_;
@@ -151,6 +170,7 @@ class work_queue {
   std::size_t running_ = 0;   ///< items taken and not finished
   std::uint64_t taken_ = 0;   ///< items taken so far (the watchdog's progress mark)
   int armed_fd_ = -1;         ///< eventfd to write on the next push, or -1
+  bool watchdog_idle_ = false;  ///< the watchdog waits for the queue to fill
   bool closed_ = false;
   std::thread watchdog_;
 };

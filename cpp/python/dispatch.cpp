@@ -1,5 +1,7 @@
 #include "dispatch.hpp"
 
+#include "io_thread.hpp"
+
 #include <pybind11/pybind11.h>
 
 namespace baseplate::python {
@@ -10,6 +12,21 @@ dispatch_mode mode = dispatch_mode::threads;
 job_queue* queue = nullptr;
 thread_local std::shared_ptr<waiter> thread_waiter;
 }  // namespace
+
+bool enqueue(job_queue& q, python_job job) {
+  io_thread* t = io_thread::current();
+  if (!t) return q.push(std::move(job));
+  if (!q.push_quietly(std::move(job))) return false;
+  thread_local bool flush_pending = false;
+  if (!flush_pending) {
+    flush_pending = true;
+    t->at_end_of_round([&q] {
+      flush_pending = false;
+      q.notify();
+    });
+  }
+  return true;
+}
 
 void set_dispatch(dispatch_mode m, job_queue* q) {
   mode = m;
@@ -44,7 +61,7 @@ void waiter::complete(boost::system::error_code ec, std::string_view data) {
     done_ = true;
   }
   if (mode == dispatch_mode::gevent)
-    queue->push(python_job{nullptr, nullptr, shared_from_this()});
+    enqueue(*queue, python_job{nullptr, nullptr, shared_from_this()});
   else
     cv_.notify_one();
 }

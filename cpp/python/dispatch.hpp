@@ -37,6 +37,10 @@ using job_queue = work_queue<python_job>;
 
 enum class dispatch_mode { threads, gevent };
 
+/// Queues a job. On an I/O thread the consumer is woken once, at the end
+/// of the event-loop round, so the requests of one round make one batch.
+bool enqueue(job_queue& q, python_job job);
+
 /// Set once, before serving.
 void set_dispatch(dispatch_mode mode, job_queue* queue);
 dispatch_mode current_dispatch();

@@ -34,7 +34,7 @@ class queued_http_handler final : public http::handler {
  public:
   explicit queued_http_handler(job_queue& q) : q_(q) {}
   void handle(std::shared_ptr<http::exchange> ex) override {
-    if (q_.push(python_job{ex, nullptr, nullptr})) return;
+    if (python::enqueue(q_, python_job{ex, nullptr, nullptr})) return;
     http::response_part part;
     part.head = http::response_head{503, {}, {{"Content-Type", "text/plain"}}};
     part.body = "Service Unavailable\n";
@@ -51,7 +51,7 @@ class queued_thrift_handler final : public thrift::handler {
  public:
   explicit queued_thrift_handler(job_queue& q) : q_(q) {}
   void handle(std::shared_ptr<thrift::call> c) override {
-    if (!q_.push(python_job{nullptr, c, nullptr})) c->fail();
+    if (!python::enqueue(q_, python_job{nullptr, c, nullptr})) c->fail();
   }
 
  private:
@@ -180,9 +180,11 @@ class py_server {
   }
 
   /// gevent mode, called by the hub when queue_fd is readable: resumes the
-  /// greenlets whose operations completed and spawns one per new job with
-  /// `spawn(callable)`. Drains the whole batch; the next push re-arms.
-  void drain(py::object spawn) {
+  /// greenlets whose operations completed and hands each new job to
+  /// `start(fn)`, which runs it in a worker greenlet right away (until it
+  /// finishes or waits; then the hub carries on). Drains the whole batch;
+  /// the next push re-arms the eventfd.
+  void drain(py::object start) {
     std::uint64_t v;
     [[maybe_unused]] auto n = ::read(queue_fd_, &v, sizeof v);
     while (auto job = queue_.try_pop_or_arm(queue_fd_)) {
@@ -201,7 +203,7 @@ class py_server {
       py::object fn = py::reinterpret_steal<py::object>(PyCFunction_New(&run_job_def, capsule));
       Py_DECREF(capsule);
       if (!fn) throw py::error_already_set();
-      spawn(fn);
+      start(fn);
     }
   }
 
@@ -280,16 +282,20 @@ class py_server {
 };
 
 PyObject* run_job_box(PyObject* capsule, PyObject*) {
+  // The greenlet's parent is the hub: nothing may escape to it. The
+  // runners answer app errors themselves; what reaches here is reported.
   auto* box = static_cast<job_box*>(PyCapsule_GetPointer(capsule, job_capsule));
-  if (!box) return nullptr;
+  if (!box) {
+    PyErr_WriteUnraisable(capsule);
+    Py_RETURN_NONE;
+  }
   try {
     box->server->run_job(box->job);
   } catch (py::error_already_set& e) {
     e.restore();
-    return nullptr;
+    PyErr_WriteUnraisable(capsule);
   } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
+    log::write(log::level::error, "baseplate_serve", std::string("request failed: ") + e.what());
   }
   Py_RETURN_NONE;
 }
@@ -316,7 +322,7 @@ PYBIND11_MODULE(_core, m) {
       .def("stop", &py_server::stop)
       .def("begin_stop", &py_server::begin_stop)
       .def("force_close", &py_server::force_close)
-      .def("drain", &py_server::drain, py::arg("spawn"))
+      .def("drain", &py_server::drain, py::arg("start"))
       .def("close_queue", &py_server::close_queue)
       .def("join", &py_server::join)
       .def("stats", &py_server::stats)

@@ -8,16 +8,23 @@
 /// The raw configuration
 /// ---------------------
 /// A native app receives the options of its `[app:main]` section as a
-/// `boost::property_tree::ptree` (`raw_config`) that is FLAT: every option is
-/// a direct child of the root, keyed by its full dotted name ("noodles.count"),
-/// with the option's text as the child's data. Options are looked up with
-/// `ptree::find(name)`, which compares whole keys, so the dots in a name are
-/// never taken as ptree path separators. To build or extend such a tree use
-/// `set_option()`, `push_back({name, ptree(value)})` or (for a non-empty
-/// name) `put(ptree::path_type(name, '\0'), value)`; never `put("a.b", v)`,
-/// which creates a child "a" holding a child "b", not an option "a.b".
-/// Children of options (nested trees) are ignored. A missing option reads as
-/// "", as in baseplate.py.
+/// `boost::property_tree::ptree` (`raw_config`). The server builds it with
+/// ptree's default '.' path separator, `put("noodles.count", "3")`, so an
+/// option is the node at the path of its dotted name and
+/// `get<int>("noodles.count")` reads it. Split at its dots, a set of option
+/// names is a tree of name segments; baseplate.py only ever looks options up
+/// by whole name and finds DictOf members by segment, so that tree loses
+/// nothing it needs (a missing option and an empty one both read as "").
+/// The parsers here also take children whose keys hold dots, as read_ini(),
+/// `push_back({"noodles.count", ptree("3")})` or
+/// `put(ptree::path_type("noodles.count", '\0'), "3")` make them, and mixes
+/// of both: an option's name is the keys from the root down to it, joined
+/// with dots; nodes that only lead to deeper options (children, no data) are
+/// not options; the root's own data is the option named "". parse_config()
+/// lists the options in tree order (so DictOf members come in the order they
+/// first appeared, as in baseplate.py) and then works on that list exactly as
+/// baseplate.py works on its dict; if two nodes spell the same name, the later
+/// one's value wins, as a dict update would.
 ///
 /// Usage
 /// -----
@@ -92,6 +99,7 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -108,22 +116,54 @@
 
 namespace baseplate::config {
 
-/// The raw options of an app: a flat ptree, one direct child per option.
+/// The raw options of an app: a ptree whose paths (or dotted keys) are the option names.
 using raw_config = boost::property_tree::ptree;
 
-/// Set option `key` (a whole dotted name) to `value`, replacing its value if present.
-inline void set_option(raw_config& raw, const std::string& key, const std::string& value) {
-  auto it = raw.find(key);
-  if (it != raw.not_found())
-    it->second.data() = value;
-  else
-    raw.push_back({key, raw_config(value)});
+namespace detail {
+
+/// The options of a raw_config as baseplate.py's dict: names and values, in order.
+struct flat_config {
+  /// (name, value) pairs in order.
+  std::vector<std::pair<std::string, std::string>> options;
+  /// Name to position in `options`.
+  std::map<std::string, std::size_t> index;
+
+  /// Set `name` to `value`; an existing name keeps its position.
+  void set(const std::string& name, const std::string& value) {
+    const auto [it, added] = index.emplace(name, options.size());
+    if (added)
+      options.emplace_back(name, value);
+    else
+      options[it->second].second = value;
+  }
+  /// The value of `name`, or "" when it is missing.
+  std::string get(const std::string& name) const {
+    const auto it = index.find(name);
+    return it == index.end() ? std::string() : options[it->second].second;
+  }
+};
+
+/// Add `node` (named `name`) and the nodes below it to `out`; the root's name is "".
+inline void flatten(const raw_config& node, const std::string& name, bool root, flat_config& out) {
+  if (root ? !node.data().empty() : (!node.data().empty() || node.empty())) out.set(name, node.data());
+  for (const auto& [key, child] : node) flatten(child, root ? key : name + "." + key, false, out);
 }
 
-/// The value of option `key` (a whole dotted name), or "" when it is missing.
-inline std::string get_option(const raw_config& raw, const std::string& key) {
-  auto it = raw.find(key);
-  return it == raw.not_found() ? std::string() : it->second.data();
+/// List the options of `raw` (see "The raw configuration" above).
+inline flat_config flatten(const raw_config& raw) {
+  flat_config out;
+  flatten(raw, std::string(), true, out);
+  return out;
+}
+
+}  // namespace detail
+
+/// Set option `name` to `value` the way the server does: `put(name, value)` (a path of its dots).
+inline void set_option(raw_config& raw, const std::string& name, const std::string& value) { raw.put(name, value); }
+
+/// The value of option `name` in any of the accepted forms, or "" when it is missing.
+inline std::string get_option(const raw_config& raw, const std::string& name) {
+  return detail::flatten(raw).get(name);
 }
 
 /// An option violates the spec (baseplate.py's ConfigurationError): what() is "key: error".
@@ -534,7 +574,7 @@ void deliver_member(Sink& sink, const std::string& member, V&& value) {
 struct spec_node {
   virtual ~spec_node() = default;
   /// baseplate.py's Parser.parse(key_path, raw_config).
-  virtual void parse(const std::string& key_path, const raw_config& raw) const = 0;
+  virtual void parse(const std::string& key_path, const flat_config& raw) const = 0;
 };
 
 }  // namespace detail
@@ -910,6 +950,11 @@ auto DefaultFromEnv(Parser item, const std::string& env_var,
 
 class spec;
 
+namespace detail {
+struct dict_of_node;
+struct spec_node_list;
+}  // namespace detail
+
 /// One item of a spec: an option (a parser and its sink), a nested spec, or a DictOf group.
 class spec_item {
  public:
@@ -918,9 +963,12 @@ class spec_item {
   /// An item implemented by `node` (what option() and DictOf() build).
   explicit spec_item(std::shared_ptr<const detail::spec_node> node) : node_(std::move(node)) {}
   /// Parse this item at `key_path` ("" is the root), as baseplate.py's Parser.parse().
-  void parse(const std::string& key_path, const raw_config& raw) const { node_->parse(key_path, raw); }
+  void parse(const std::string& key_path, const raw_config& raw) const { parse(key_path, detail::flatten(raw)); }
 
  private:
+  friend struct detail::dict_of_node;
+  friend struct detail::spec_node_list;
+  void parse(const std::string& key_path, const detail::flat_config& raw) const { node_->parse(key_path, raw); }
   std::shared_ptr<const detail::spec_node> node_;
 };
 
@@ -932,8 +980,8 @@ struct option_node final : spec_node {
   option_node(Parser p, Sink s) : parser(std::move(p)), sink(std::move(s)) {}
   Parser parser;
   mutable Sink sink;
-  void parse(const std::string& key_path, const raw_config& raw) const override {
-    const std::string text = get_option(raw, key_path);
+  void parse(const std::string& key_path, const flat_config& raw) const override {
+    const std::string text = raw.get(key_path);
     std::optional<result_t<Parser>> value;
     try {
       value.emplace(std::invoke(parser, text));
@@ -948,10 +996,10 @@ struct option_node final : spec_node {
 struct dict_of_node final : spec_node {
   explicit dict_of_node(std::function<spec_item(const std::string&)> m) : make(std::move(m)) {}
   std::function<spec_item(const std::string&)> make;
-  void parse(const std::string& key_path, const raw_config& raw) const override {
+  void parse(const std::string& key_path, const flat_config& raw) const override {
     const std::string prefix = key_path.empty() ? std::string() : key_path + ".";
     std::set<std::string> done;
-    for (const auto& option : raw) {
+    for (const auto& option : raw.options) {
       const std::string& key = option.first;
       if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) continue;
       const std::size_t end = key.find('.', prefix.size());
@@ -967,7 +1015,7 @@ struct dict_of_node final : spec_node {
 struct spec_node_list final : spec_node {
   explicit spec_node_list(std::vector<std::pair<std::string, spec_item>> i) : items(std::move(i)) {}
   std::vector<std::pair<std::string, spec_item>> items;
-  void parse(const std::string& key_path, const raw_config& raw) const override {
+  void parse(const std::string& key_path, const flat_config& raw) const override {
     for (const auto& [name, item] : items) {
       if (name.find('.') != std::string::npos) throw std::logic_error("dots are not allowed in keys");
       item.parse(key_path.empty() ? name : key_path + "." + name, raw);
