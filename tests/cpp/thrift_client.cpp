@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     }
 
     transport->open();
-    EchoClient client(protocol);
+    echo::EchoClient client(protocol);
     std::string result;
     client.echo(result, "from c++");
     std::cout << result << std::endl;
