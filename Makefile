@@ -7,7 +7,7 @@ APT_PACKAGES := g++ make libboost-dev libboost-log-dev libthrift-dev thrift-comp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python bench clean dev
+.PHONY: all system-deps venv install run test test-cpp test-python bench clean dev fuzz
 
 all: install
 
@@ -46,6 +46,16 @@ test-python: install
 
 bench: install
 	bench/run.sh
+
+# libFuzzer targets (clang-14, ASan+UBSan) for HTTP requests and Thrift
+# framing, FUZZ_SECONDS each (default 60).
+FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
+fuzz: system-deps
+	@missing=""; for p in $(FUZZ_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	PATH="$(abspath $(VENV)/bin):$$PATH" fuzz/run.sh
 
 clean:
 	rm -rf build $(VENV) bench/.venv

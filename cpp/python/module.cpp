@@ -163,7 +163,15 @@ class py_server {
       }
       if (!job) return;
       finished_one = true;
-      run_job(*job);
+      try {
+        run_job(*job);
+      } catch (py::error_already_set& e) {
+        // The runners answer app errors; a worker must outlive anything else.
+        e.restore();
+        PyErr_WriteUnraisable(nullptr);
+      } catch (const std::exception& e) {
+        log::write(log::level::error, "baseplate_serve", std::string("request failed: ") + e.what());
+      }
     }
   }
 

@@ -28,8 +28,10 @@ void thrift_runner::run(std::shared_ptr<thrift::call> c) {
     // The generated processors answer app exceptions themselves; what
     // arrives here broke the protocol (a malformed message): drop the
     // connection, keep serving.
-    logger_.attr("error")("Thrift processor failed; closing the connection",
-                          py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
+    // Generated processors answer the app's own exceptions; what escapes
+    // process() is a request it could not decode: one line, as for a bad frame.
+    logger_.attr("warning")("closing Thrift connection from %s: undecodable request (%s: %s)", c->peer(),
+                            e.type().attr("__name__"), py::str(e.value()));
     c->fail();
   }
 }

@@ -46,6 +46,12 @@ std::string percent_decode(std::string_view in) {
   return out;
 }
 
+/// (type, value, traceback) of a caught Python error, for logging's exc_info.
+py::tuple exc_info(py::error_already_set& e) {
+  py::object tb = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
+  return py::make_tuple(e.type(), e.value(), tb);
+}
+
 /// Raises OSError for a failed network operation.
 [[noreturn]] void raise_io(const char* what, error_code ec) {
   std::string msg = std::string(what) + ": " + ec.message();
@@ -465,6 +471,31 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
   py::object result;
   responder* resp = nullptr;
   py::object resp_obj, input_obj;
+  auto on_error = [&](py::error_already_set& e) {
+    bool client_gone = resp && resp->client_gone();
+    bool too_large = input_obj && unbox<input_stream>(input_obj.ptr()).body_limit_hit_;
+    if (too_large && resp && !resp->head_sent()) {
+      http::response_part part;
+      part.head = http::response_head{413, {}, {{"Content-Type", "text/plain"}}};
+      part.body = "Payload Too Large\n";
+      part.last = true;
+      ex->write(std::move(part), nullptr);
+    } else if (!client_gone) {
+      logger_.attr("error")("Unhandled error in WSGI app %s %s", ex->req().method, ex->req().target,
+                            py::arg("exc_info") = exc_info(e));
+      if (resp && !resp->head_sent()) {
+        http::response_part part;
+        part.head = http::response_head{500, {}, {{"Content-Type", "text/plain"}}};
+        part.body = "Internal Server Error\n";
+        part.last = true;
+        ex->write(std::move(part), nullptr);
+      } else {
+        ex->abort();
+      }
+    } else {
+      ex->abort();
+    }
+  };
   try {
     resp_obj = make_boxed(responder_type, new responder(ex));
     resp = &unbox<responder>(resp_obj.ptr());
@@ -520,36 +551,20 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
       resp->finish();
     }
   } catch (py::error_already_set& e) {
-    bool client_gone = resp && resp->client_gone();
-    bool too_large = input_obj && unbox<input_stream>(input_obj.ptr()).body_limit_hit_;
-    if (too_large && resp && !resp->head_sent()) {
-      http::response_part part;
-      part.head = http::response_head{413, {}, {{"Content-Type", "text/plain"}}};
-      part.body = "Payload Too Large\n";
-      part.last = true;
-      ex->write(std::move(part), nullptr);
-    } else if (!client_gone) {
-      logger_.attr("error")("Unhandled error in WSGI app %s %s", ex->req().method, ex->req().target,
-                            py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
-      if (resp && !resp->head_sent()) {
-        http::response_part part;
-        part.head = http::response_head{500, {}, {{"Content-Type", "text/plain"}}};
-        part.body = "Internal Server Error\n";
-        part.last = true;
-        ex->write(std::move(part), nullptr);
-      } else {
-        ex->abort();
-      }
-    } else {
-      ex->abort();
-    }
+    on_error(e);
+  } catch (py::builtin_exception& e) {
+    // A TypeError or ValueError raised by our own checks of what the app
+    // returned: handled like the app's own exceptions.
+    e.set_error();
+    py::error_already_set err;
+    on_error(err);
   }
   if (result && py::hasattr(result, "close")) {
     try {
       result.attr("close")();
     } catch (py::error_already_set& e) {
       logger_.attr("error")("Error closing the WSGI iterable",
-                            py::arg("exc_info") = py::make_tuple(e.type(), e.value(), e.trace()));
+                            py::arg("exc_info") = exc_info(e));
     }
   }
 }

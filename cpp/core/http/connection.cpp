@@ -19,6 +19,9 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
+#include <cctype>
+#include <cstring>
 
 namespace baseplate::http {
 namespace beast = boost::beast;
@@ -111,6 +114,7 @@ void connection::start() { read_request(); }
 // ---------------------------------------------------------------- requests
 
 void connection::read_request() {
+  header_bytes_ = 0;
   parser_.emplace();
   parser_->header_limit(opts_.max_header_size);
   if (opts_.max_body_size)
@@ -157,15 +161,48 @@ void connection::on_read(error_code ec, std::size_t n, bool header) {
 }
 
 void connection::parse_header() {
+  // RFC 9112 section 2.2: empty lines before a request line are ignored.
+  while (header_bytes_ == 0 && buffer_.size() >= 2) {
+    auto* p = static_cast<const char*>(buffer_.data().data());
+    if (p[0] == '\r' && p[1] == '\n')
+      buffer_.consume(2);
+    else
+      break;
+  }
   error_code ec;
   auto used = parser_->put(buffer_.data(), ec);
   buffer_.consume(used);
+  // Beast counts its header limit per put() call; a header arriving in
+  // pieces is counted here as a whole.
+  header_bytes_ += used;
+  if (header_bytes_ > opts_.max_header_size ||
+      (ec == bhttp::error::need_more && buffer_.size() + header_bytes_ > opts_.max_header_size) ||
+      ec == bhttp::error::header_limit) {
+    // No end of line yet: the request line itself is too long.
+    auto* p = static_cast<const char*>(buffer_.data().data());
+    if (header_bytes_ == 0 && std::memchr(p, '\n', buffer_.size()) == nullptr)
+      return fail_request(414, "request target too long");
+    return fail_request(431, "request header section too large");
+  }
   if (ec == bhttp::error::need_more) {
     socket_.async_read_some(buffer_.prepare(read_chunk),
                             [self = self()](error_code e, std::size_t n) { self->on_read(e, n, true); });
     return;
   }
-  if (ec == bhttp::error::header_limit) return fail_request(431, "request header section too large");
+  if (ec == bhttp::error::bad_version) {
+    // A well-formed version we do not speak (HTTP/2.0 over HTTP/1 framing)
+    // is 505; anything else in its place is a bad request.
+    std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    auto line = data.substr(0, data.find('\r'));
+    auto space = line.rfind(' ');
+    auto version = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+    bool three_parts = std::count(line.begin(), line.end(), ' ') == 2 && line.find('\n') == std::string_view::npos;
+    bool well_formed = three_parts && version.size() == 8 && version.substr(0, 5) == "HTTP/" &&
+                       std::isdigit(static_cast<unsigned char>(version[5])) && version[6] == '.' &&
+                       std::isdigit(static_cast<unsigned char>(version[7])) && version != "HTTP/1.1" &&
+                       version != "HTTP/1.0";
+    return fail_request(well_formed ? 505 : 400, "HTTP version not supported");
+  }
   if (ec == bhttp::error::body_limit) return fail_request(413, "request body too large");
   if (ec) return fail_request(400, ec.message());
   if (parser_->is_header_done()) on_header();
@@ -178,13 +215,32 @@ void connection::on_header() {
   is_head_ = msg.method() == bhttp::verb::head;
   keep_alive_ = parser_->keep_alive();
   expect_continue_ = false;
-  // RFC 9112 section 3.2: exactly one Host in HTTP/1.1.
+  // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, a valid authority.
   auto hosts = msg.count(bhttp::field::host);
   if (hosts > 1 || (hosts == 0 && version_ == 11)) return fail_request(400, "missing or repeated Host header");
+  if (hosts == 1) {
+    for (unsigned char c : msg.find(bhttp::field::host)->value())
+      if (c <= 0x20 || c == 0x7f || c == '/' || c == '@' || c == '\\' || c == '?' || c == '#')
+        return fail_request(400, "invalid Host header");
+  }
+  // Section 3.2: origin-form, absolute-form with a host, or "*" for OPTIONS.
+  auto target = msg.target();
+  bool origin = !target.empty() && target[0] == '/';
+  bool asterisk = target == "*" && msg.method() == bhttp::verb::options;
+  bool absolute = false;
+  for (std::string_view scheme : {"http://", "https://"})
+    if (target.size() > scheme.size() && beast::iequals(target.substr(0, scheme.size()), scheme) &&
+        target[scheme.size()] != '/' && target.find_first_of(" []%", scheme.size()) == std::string_view::npos)
+      absolute = true;
+  if (!origin && !asterisk && !absolute) return fail_request(400, "invalid request target");
   // Section 6.1/6.3: a Transfer-Encoding must end in chunked, and must not
   // come with a Content-Length (request smuggling).
   if (msg.count(bhttp::field::transfer_encoding) > 0) {
     if (!parser_->chunked()) return fail_request(400, "Transfer-Encoding without chunked last");
+    // Only chunked alone: other codings would reach the app still coded.
+    auto te = msg.find(bhttp::field::transfer_encoding);
+    if (msg.count(bhttp::field::transfer_encoding) != 1 || !iequals(te->value(), "chunked"))
+      return fail_request(501, "unsupported transfer coding");
     if (msg.count(bhttp::field::content_length) > 0)
       return fail_request(400, "both Transfer-Encoding and Content-Length");
   }

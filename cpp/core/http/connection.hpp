@@ -90,6 +90,7 @@ class connection final : public connection_base {
   clock::time_point deadline_ = clock::time_point::max();
   bool stopping_ = false;
   boost::beast::flat_buffer buffer_;
+  std::size_t header_bytes_ = 0;  ///< bytes of the current request's header parsed so far
   std::optional<boost::beast::http::request_parser<boost::beast::http::buffer_body>> parser_;
   std::string remote_host_, local_host_;
   std::uint16_t remote_port_ = 0, local_port_ = 0;

@@ -39,13 +39,15 @@ std::optional<std::string> check_field_name(std::string_view name) {
 }
 
 std::optional<std::string> check_field_value(std::string_view value) {
+  // RFC 9110 section 5.5: visible characters, spaces, tabs and obs-text.
   for (unsigned char c : value)
-    if (c == '\r' || c == '\n' || c == '\0') return std::string("control character in header value");
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return std::string("control character in header value");
   return std::nullopt;
 }
 
 std::optional<std::string> inspect(const response_head& head, framing& out) {
-  if (head.status < 100 || head.status > 999) return "invalid status code " + std::to_string(head.status);
+  // 1xx are interim: an app's one response must be final.
+  if (head.status < 200 || head.status > 999) return "invalid final status code " + std::to_string(head.status);
   if (auto e = check_field_value(head.reason)) return "reason phrase: " + *e;
   for (const auto& [name, value] : head.headers) {
     if (auto e = check_field_name(name)) return e;

@@ -19,6 +19,8 @@ class call {
   /// T_BINARY_PROTOCOL (0) or T_COMPACT_PROTOCOL (2).
   virtual int protocol_id() const = 0;
   virtual client_type type() const = 0;
+  /// The client, "host:port" (for log lines).
+  virtual const std::string& peer() const = 0;
   /// Sends the reply (protocol-encoded, same protocol as the request) with
   /// THeader info headers. An empty payload sends nothing (oneway calls).
   /// `zlib`: compress a THeader reply even if the request was not

@@ -2,13 +2,19 @@
 
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/protocol/TProtocolException.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/THeaderTransport.h>
 #include <thrift/transport/TTransportException.h>
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <memory>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace baseplate::thrift {
@@ -36,19 +42,31 @@ bool is_binary_start(const std::uint8_t* p) { return p[0] == 0x80 && p[1] == 0x0
 bool is_compact_start(const std::uint8_t* p) { return p[0] == 0x82 && (p[1] & 0x1f) == 1; }
 bool is_header_start(const std::uint8_t* p) { return p[0] == 0x0f && p[1] == 0xff; }
 
+/// A protocol that refuses strings and containers over `limit` elements.
+template <class Protocol>
+std::unique_ptr<Protocol> make_limited(std::shared_ptr<TMemoryBuffer> buf, std::int32_t limit) {
+  if constexpr (std::is_same_v<Protocol, at::protocol::TCompactProtocol>)
+    return std::make_unique<Protocol>(std::move(buf), limit, limit);
+  else
+    return std::make_unique<Protocol>(std::move(buf), limit, limit, false, true);
+}
+
 /// Walks one unframed message with the protocol's own skip().
 template <class Protocol>
 message_bounds walk_unframed(const std::uint8_t* data, std::size_t size, std::size_t max_frame) {
   message_bounds b;
   auto buf = std::make_shared<TMemoryBuffer>(const_cast<std::uint8_t*>(data), static_cast<std::uint32_t>(size));
-  Protocol proto(buf);
+  // A string or container longer than the largest message cannot be valid:
+  // refuse it before the protocol allocates its declared size.
+  auto limit = static_cast<std::int32_t>(std::min<std::size_t>(max_frame, INT32_MAX));
+  auto proto = make_limited<Protocol>(buf, limit);
   try {
     std::string name;
     at::protocol::TMessageType type;
     std::int32_t seqid;
-    proto.readMessageBegin(name, type, seqid);
-    proto.skip(at::protocol::T_STRUCT);
-    proto.readMessageEnd();
+    proto->readMessageBegin(name, type, seqid);
+    proto->skip(at::protocol::T_STRUCT);
+    proto->readMessageEnd();
     b.size = size - buf->available_read();
     b.status = message_bounds::complete;
     if (b.size > max_frame) {
@@ -64,6 +82,11 @@ message_bounds walk_unframed(const std::uint8_t* data, std::size_t size, std::si
       b.status = message_bounds::invalid;
       b.error = "unframed message over max_frame_size (" + std::to_string(max_frame) + " bytes)";
     }
+  } catch (const at::protocol::TProtocolException& e) {
+    b.status = message_bounds::invalid;
+    b.error = e.getType() == at::protocol::TProtocolException::SIZE_LIMIT
+                  ? "unframed message over max_frame_size (" + std::to_string(max_frame) + " bytes)"
+                  : std::string(e.what());
   } catch (const at::TException& e) {
     b.status = message_bounds::invalid;
     b.error = e.what();
@@ -254,7 +277,16 @@ codec::~codec() = default;
 
 void codec::decode(std::uint8_t* data, std::size_t size) {
   zlib_reply_ = false;
-  if (auto f = parse_header_frame(data, size); f && !f->transforms.empty()) {
+  auto f = parse_header_frame(data, size);
+  if (size >= 6 && data[4] == 0x0f && data[5] == 0xff) {
+    // Everything libthrift would read of a THeader frame is checked here
+    // first: it trusts the protocol id (a stack overflow writing the reply
+    // with an id like 0xFFFF) and its zlib path overflows its heap.
+    if (!f) corrupt("malformed THeader frame");
+    if (f->protocol != at::protocol::T_BINARY_PROTOCOL && f->protocol != at::protocol::T_COMPACT_PROTOCOL)
+      corrupt("unknown THeader protocol id");
+  }
+  if (f && !f->transforms.empty()) {
     if (f->transforms != std::vector<std::uint32_t>{zlib_transform})
       corrupt("unsupported THeader transform (only zlib is)");
     std::string body = zlib_inflate(f->payload, f->payload_size, max_frame_);
@@ -287,10 +319,11 @@ std::string codec::method_name() const {
   at::protocol::TMessageType type;
   std::int32_t seqid;
   try {
+    auto limit = static_cast<std::int32_t>(payload_.size());  // a name can't be longer than the message
     if (protocol_id() == at::protocol::T_COMPACT_PROTOCOL)
-      at::protocol::TCompactProtocol(buf).readMessageBegin(name, type, seqid);
+      make_limited<at::protocol::TCompactProtocol>(buf, limit)->readMessageBegin(name, type, seqid);
     else
-      at::protocol::TBinaryProtocol(buf).readMessageBegin(name, type, seqid);
+      make_limited<at::protocol::TBinaryProtocol>(buf, limit)->readMessageBegin(name, type, seqid);
   } catch (const at::TException&) {
     return "?";
   }

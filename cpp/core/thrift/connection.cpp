@@ -37,6 +37,7 @@ class connection::call_impl final : public call {
   const headers_map& headers() const override { return headers_; }
   int protocol_id() const override { return protocol_id_; }
   client_type type() const override { return type_; }
+  const std::string& peer() const override { return conn_->peer_; }
 
   void reply(std::string payload, headers_map headers, bool zlib) override {
     done_ = true;

@@ -45,11 +45,13 @@ void processor_handler::handle(std::shared_ptr<call> c) {
       reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload.data())), static_cast<std::uint32_t>(payload.size()));
   auto out = std::make_shared<at::transport::TMemoryBuffer>();
   std::shared_ptr<at::protocol::TProtocol> iprot, oprot;
+  // No string or container of the request can be longer than the request.
+  auto limit = static_cast<std::int32_t>(payload.size());
   if (c->protocol_id() == at::protocol::T_COMPACT_PROTOCOL) {
-    iprot = std::make_shared<at::protocol::TCompactProtocol>(in);
+    iprot = std::make_shared<at::protocol::TCompactProtocol>(in, limit, limit);
     oprot = std::make_shared<at::protocol::TCompactProtocol>(out);
   } else {
-    iprot = std::make_shared<at::protocol::TBinaryProtocol>(in);
+    iprot = std::make_shared<at::protocol::TBinaryProtocol>(in, limit, limit, false, true);
     oprot = std::make_shared<at::protocol::TBinaryProtocol>(out);
   }
   headers_map reply;
@@ -59,8 +61,8 @@ void processor_handler::handle(std::shared_ptr<call> c) {
     // themselves; what escapes broke the protocol.
     processor_->process(iprot, oprot, nullptr);
   } catch (const std::exception& e) {
-    log::write(log::level::error, "baseplate_serve.thrift",
-               std::string("native Thrift processor failed; closing the connection: ") + e.what());
+    log::write(log::level::warning, "baseplate_serve.thrift",
+               "closing Thrift connection from " + c->peer() + ": undecodable request (" + e.what() + ")");
     c->fail();
     return;
   }
