@@ -181,6 +181,27 @@ std::string build_header_frame(const std::uint8_t* prefix, const header_frame& f
   throw at::transport::TTransportException(at::transport::TTransportException::CORRUPTED_DATA, what);
 }
 
+/// The info section of a THeader header, as libthrift reads it: info ids
+/// until a 0 (padding); id 1 is key/value pairs, each a varint length and
+/// bytes; an unknown id ends the section. Throws unless all fits.
+void check_info_headers(const std::uint8_t* p, const std::uint8_t* end) {
+  auto string_fits = [&]() {
+    std::uint32_t len;
+    if (!read_varint(p, end, len) || len > static_cast<std::uint32_t>(end - p)) return false;
+    p += len;
+    return true;
+  };
+  while (p < end) {
+    std::uint32_t id;
+    if (!read_varint(p, end, id)) corrupt("malformed THeader info headers");
+    if (id != 1) return;  // 0: padding; others: libthrift stops reading
+    std::uint32_t count;
+    if (!read_varint(p, end, count)) corrupt("malformed THeader info headers");
+    while (count-- && p < end)
+      if (!string_fits() || !string_fits()) corrupt("malformed THeader info headers");
+  }
+}
+
 std::string zlib_inflate(const std::uint8_t* data, std::size_t size, std::size_t limit) {
   z_stream z{};
   if (inflateInit(&z) != Z_OK) corrupt("zlib inflateInit failed");
@@ -285,6 +306,9 @@ void codec::decode(std::uint8_t* data, std::size_t size) {
     if (!f) corrupt("malformed THeader frame");
     if (f->protocol != at::protocol::T_BINARY_PROTOCOL && f->protocol != at::protocol::T_COMPACT_PROTOCOL)
       corrupt("unknown THeader protocol id");
+    // libthrift 0.17 reads info-header strings past the header's end when
+    // their lengths lie: every length is checked here first.
+    check_info_headers(f->rest, f->rest + f->rest_size);
   }
   if (f && !f->transforms.empty()) {
     if (f->transforms != std::vector<std::uint32_t>{zlib_transform})
