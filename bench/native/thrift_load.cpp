@@ -1,15 +1,23 @@
-// A Thrift load generator for the echo example (examples/thrift_echo).
+// thrift_load: a Thrift load generator for the echo example (examples/thrift_echo).
 //
-//   thrift_load HOST PORT [KIND] [CONNECTIONS] [SECONDS]
+//   thrift_load HOST PORT [KIND] [CONNECTIONS] [SECONDS] [RATE]
 //
 // KIND: framed_binary (default), header (THeader, binary inside),
 // header_compact, buffered_binary or framed_compact. CONNECTIONS threads
 // (default 50), each with one blocking libthrift client on its own
-// connection, call Echo.echo("ping") back to back for SECONDS (default 5).
+// connection, call Echo.echo("ping") for SECONDS (default 5).
+// RATE (total calls/s over all connections): 0 or absent = closed loop, each
+// thread calls back to back and a latency is measured from the call's start.
+// RATE > 0 = open loop: each thread schedules its calls every
+// CONNECTIONS/RATE seconds (threads staggered over one interval), sleeps
+// until the scheduled time, and measures each latency from the *scheduled*
+// start (coordinated-omission corrected): a thread that falls behind calls at
+// once, and the time it waited shows in the latency, so a stalled server
+// shows in p99.
 // Every thread keeps its own latencies; they are merged at the end into one
 // JSON line on stdout:
-//   {"kind":..., "connections":..., "seconds":..., "calls":..., "calls_per_s":...,
-//    "p50_us":..., "p99_us":..., "errors":...}
+//   {"kind":..., "connections":..., "seconds":..., "rate":..., "calls":...,
+//    "calls_per_s":..., "p50_us":..., "p99_us":..., "errors":...}
 // A call that throws or returns the wrong string is an error; after a
 // transport error the thread reconnects. Socket timeouts (10 s) bound a
 // stuck call, so a run ends at most that long after SECONDS.
@@ -100,21 +108,26 @@ void quiet_output(const char*) {}
 
 int usage() {
   std::cerr << "usage: thrift_load HOST PORT [framed_binary|header|header_compact|buffered_binary|framed_compact]"
-               " [CONNECTIONS] [SECONDS]\n";
+               " [CONNECTIONS] [SECONDS] [RATE]\n";
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3 || argc > 6) return usage();
+  if (argc < 3 || argc > 7) return usage();
   const std::string host = argv[1];
   const int port = std::atoi(argv[2]);
   const std::string kind = argc > 3 ? argv[3] : "framed_binary";
   const int connections = argc > 4 ? std::atoi(argv[4]) : 50;
   const double seconds = argc > 5 ? std::atof(argv[5]) : 5.0;
-  if (port <= 0 || port > 65535 || connections <= 0 || connections > 10000 || !(seconds > 0 && seconds <= 3600))
+  const double rate = argc > 6 ? std::atof(argv[6]) : 0.0;
+  if (port <= 0 || port > 65535 || connections <= 0 || connections > 10000 || !(seconds > 0 && seconds <= 3600) ||
+      !(rate >= 0))
     return usage();
+  // With a RATE, each thread calls every `interval`; thread i starts i/CONNECTIONS of an interval late.
+  const auto interval = std::chrono::duration_cast<clock_type::duration>(
+      std::chrono::duration<double>(rate > 0 ? connections / rate : 0.0));
   if (std::find(std::begin(kKinds), std::end(kKinds), kind) == std::end(kKinds)) return usage();
   apache::thrift::GlobalOutput.setOutputFunction(quiet_output);  // errors are counted, not printed
 
@@ -138,7 +151,8 @@ int main(int argc, char** argv) {
       ++ready;
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
       std::string result;
-      while (clock_type::now() < stop) {
+      auto scheduled = start + interval * i / connections;  // used only with a RATE
+      while (clock_type::now() < stop && scheduled < stop) {
         if (!c.client) {
           try {
             c = connect(host, port, kind);
@@ -150,6 +164,11 @@ int main(int argc, char** argv) {
           }
         }
         auto t0 = clock_type::now();
+        if (rate > 0) {
+          std::this_thread::sleep_until(scheduled);  // returns at once if behind
+          t0 = scheduled;
+          scheduled += interval;
+        }
         try {
           c.client->echo(result, message);
         } catch (const std::exception&) {
@@ -171,7 +190,7 @@ int main(int argc, char** argv) {
   while (ready.load() < connections) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   start = clock_type::now();
   stop = start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds));
-  go.store(true, std::memory_order_release);
+  go.store(true, std::memory_order_release);  // publishes start and stop to the threads
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
 
@@ -190,9 +209,9 @@ int main(int argc, char** argv) {
   const std::uint32_t p50 = percentile(0.50);
   const std::uint32_t p99 = percentile(0.99);
   std::printf(
-      "{\"kind\": \"%s\", \"connections\": %d, \"seconds\": %.3f, \"calls\": %zu, \"calls_per_s\": %.1f, "
-      "\"p50_us\": %u, \"p99_us\": %u, \"errors\": %llu}\n",
-      kind.c_str(), connections, elapsed, all.size(), static_cast<double>(all.size()) / elapsed, p50, p99,
+      "{\"kind\": \"%s\", \"connections\": %d, \"seconds\": %.3f, \"rate\": %.1f, \"calls\": %zu, "
+      "\"calls_per_s\": %.1f, \"p50_us\": %u, \"p99_us\": %u, \"errors\": %llu}\n",
+      kind.c_str(), connections, elapsed, rate, all.size(), static_cast<double>(all.size()) / elapsed, p50, p99,
       static_cast<unsigned long long>(errors));
   return all.empty() ? 1 : 0;
 }

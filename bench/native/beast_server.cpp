@@ -1,0 +1,98 @@
+// beast_server: the minimal single-threaded Boost.Beast HTTP server peer.
+//
+//   beast_server PORT
+//
+// One io_context on one thread; acceptor on 127.0.0.1:PORT; TCP_NODELAY on
+// every accepted socket. Per connection, in a loop: http::async_read into a
+// request<string_body> with a flat_buffer, answer 200 with Content-Type
+// text/plain and body "Hello, world!\n" (keep_alive as the request asks,
+// prepare_payload), http::async_write; close on EOF/error or when the
+// request does not keep the connection alive.
+// Prints `listening on 127.0.0.1:PORT` once accepting; exits 0 on SIGTERM/SIGINT.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  explicit session(tcp::socket socket) : socket_(std::move(socket)) {}
+
+  void read() {
+    req_ = {};
+    http::async_read(socket_, buffer_, req_, [self = shared_from_this()](error_code ec, std::size_t) {
+      if (ec) return;  // EOF or error: the socket closes with the session
+      self->write();
+    });
+  }
+
+ private:
+  void write() {
+    res_ = {http::status::ok, req_.version()};
+    res_.set(http::field::content_type, "text/plain");
+    res_.body() = "Hello, world!\n";
+    res_.keep_alive(req_.keep_alive());
+    res_.prepare_payload();
+    http::async_write(socket_, res_, [self = shared_from_this()](error_code ec, std::size_t) {
+      if (ec) return;
+      if (!self->res_.keep_alive()) {
+        self->socket_.shutdown(tcp::socket::shutdown_send, ec);
+        return;
+      }
+      self->read();
+    });
+  }
+
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> req_;
+  http::response<http::string_body> res_;
+};
+
+void accept(tcp::acceptor& acceptor) {
+  acceptor.async_accept([&acceptor](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      socket.set_option(tcp::no_delay(true), ec);
+      std::make_shared<session>(std::move(socket))->read();
+    }
+    accept(acceptor);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int port = argc == 2 ? std::atoi(argv[1]) : 0;
+  if (port <= 0 || port > 65535) {
+    std::cerr << "usage: beast_server PORT\n";
+    return 2;
+  }
+  asio::io_context ioc(1);
+  tcp::acceptor acceptor(ioc);
+  try {
+    acceptor = tcp::acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+  } catch (const std::exception& e) {
+    std::cerr << "beast_server: cannot listen on 127.0.0.1:" << port << ": " << e.what() << "\n";
+    return 1;
+  }
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](error_code, int) { ioc.stop(); });
+  accept(acceptor);
+  std::printf("listening on 127.0.0.1:%d\n", port);
+  std::fflush(stdout);
+  ioc.run();
+  return 0;
+}
