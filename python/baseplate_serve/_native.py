@@ -154,7 +154,12 @@ class NativeServer:
         queue_watcher.start(self._core.drain, start)
         event_watcher = hub.loop.io(self._core.event_fd, 1)
         event_watcher.start(on_events)
-        self._core.drain(start)  # arms the queue's wake-up
+        # The first drain arms the queue's wake-up. It runs on the hub, like
+        # every later one: requests may already be queued, and a worker
+        # greenlet that finishes one switches to the hub, never back here,
+        # so a drain run from this greenlet would leave it suspended for
+        # good (no "Listening", stop signals unheeded).
+        hub.loop.run_callback(self._core.drain, start)
         try:
             self._ready(on_ready)
             self._stopping(stopped.get())

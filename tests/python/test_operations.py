@@ -635,6 +635,37 @@ def test_systemd_socket_activation_serves_on_fd_3(spawn, tmp_path):
         assert server.stderr == ""
 
 
+@pytest.mark.parametrize("dispatch", sorted(DISPATCH))
+def test_requests_queued_before_start_up_do_not_stall_it(spawn, tmp_path, dispatch):
+    """Requests waiting on the listener when the server starts are served,
+    and start-up still completes: "Listening", then a graceful stop."""
+    write_app(tmp_path, server_options=DISPATCH[dispatch])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        early = []
+        for i in range(20):  # queued in the kernel before the server exists
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(f"GET /early{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            early.append(c)
+        server = launch_socket_activated(spawn, listener, "self", free_port())
+        try:
+            for c in early:
+                c.settimeout(30)
+                data = b""
+                while chunk := c.recv(65536):
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data
+        finally:
+            for c in early:
+                c.close()
+        server.wait_for_output(rf"Listening on 127\.0\.0\.1:{port}\b")
+        assert get(port, "/after")[0] == 200
+        server.send(signal.SIGTERM)
+        assert server.wait(30) == 0, server.stdout + server.stderr
+
+
 def test_systemd_variables_for_another_pid_are_ignored(spawn, tmp_path):
     write_app(tmp_path)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
