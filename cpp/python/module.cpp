@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <optional>
 
@@ -81,17 +82,14 @@ server_options parse_options(const py::dict& d) {
 
 class py_server;
 
-/// A job handed to a greenlet (gevent mode). The greenlet runs a plain
-/// PyCFunction bound to a capsule holding it, not a pybind11 method: app
-/// code switches greenlets, and pybind11's per-call state must not be on
-/// the stack when it does (see wsgi.cpp).
-struct job_box {
-  py_server* server;
-  python_job job;
-};
-PyObject* run_job_box(PyObject* capsule, PyObject*);
-PyMethodDef run_job_def = {"run", run_job_box, METH_NOARGS, "Serves one request."};
-constexpr const char* job_capsule = "baseplate_serve._core.job";
+/// gevent mode: worker greenlets call a plain PyCFunction bound to a
+/// capsule holding the server, not a pybind11 method: app code switches
+/// greenlets, and pybind11's per-call state must not be on the stack when
+/// it does (see wsgi.cpp).
+PyObject* run_ready_fn(PyObject* capsule, PyObject*);
+PyMethodDef run_ready_def = {"run_ready", run_ready_fn, METH_NOARGS,
+                             "Serves the requests drain() made ready, until there are none."};
+constexpr const char* server_capsule = "baseplate_serve._core.Server";
 
 /// A core server serving one Python app: a WSGI callable ("wsgi") or a
 /// Thrift TProcessor ("thrift"), dispatched to Python worker threads
@@ -188,30 +186,59 @@ class py_server {
   }
 
   /// gevent mode, called by the hub when queue_fd is readable: resumes the
-  /// greenlets whose operations completed and hands each new job to
-  /// `start(fn)`, which runs it in a worker greenlet right away (until it
-  /// finishes or waits; then the hub carries on). Drains the whole batch;
-  /// the next push re-arms the eventfd.
+  /// greenlets whose operations completed and makes new jobs ready, then
+  /// calls `start()` while any are ready. start() switches to a worker
+  /// greenlet, which serves ready jobs (run_ready) until none are left or
+  /// one waits; then the hub is back here. So a batch of requests costs one
+  /// switch to a worker and back, not two per request. Drains the whole
+  /// batch; the next push re-arms the eventfd.
   void drain(py::object start) {
     std::uint64_t v;
     [[maybe_unused]] auto n = ::read(queue_fd_, &v, sizeof v);
     while (auto job = queue_.try_pop_or_arm(queue_fd_)) {
-      if (job->resume) {
+      if (job->resume)
         job->resume->resume();
+      else
+        ready_.push_back(std::move(*job));
+    }
+    while (!ready_.empty()) start();
+  }
+
+  /// gevent mode: the callable worker greenlets loop on (see run_ready).
+  py::object ready_runner() {
+    PyObject* capsule = PyCapsule_New(this, server_capsule, nullptr);
+    if (!capsule) throw py::error_already_set();
+    PyObject* fn = PyCFunction_New(&run_ready_def, capsule);
+    Py_DECREF(capsule);
+    if (!fn) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(fn);
+  }
+
+  /// gevent mode, in a worker greenlet: serves ready jobs one after the
+  /// other, each in a fresh contextvars context, until none are left. A job
+  /// that waits switches to the hub; it resumes here later.
+  void run_ready() {
+    while (!ready_.empty()) {
+      python_job job = std::move(ready_.front());
+      ready_.pop_front();
+      PyObject* ctx = PyContext_New();
+      if (!ctx || PyContext_Enter(ctx) < 0) {
+        Py_XDECREF(ctx);
+        PyErr_WriteUnraisable(nullptr);
         continue;
       }
-      auto* box = new job_box{this, std::move(*job)};
-      PyObject* capsule = PyCapsule_New(box, job_capsule, [](PyObject* c) {
-        delete static_cast<job_box*>(PyCapsule_GetPointer(c, job_capsule));
-      });
-      if (!capsule) {
-        delete box;
-        throw py::error_already_set();
+      // The greenlet's parent is the hub: nothing may escape to it. The
+      // runners answer app errors themselves; what reaches here is reported.
+      try {
+        run_job(job);
+      } catch (py::error_already_set& e) {
+        e.restore();
+        PyErr_WriteUnraisable(nullptr);
+      } catch (const std::exception& e) {
+        log::write(log::level::error, "baseplate_serve", std::string("request failed: ") + e.what());
       }
-      py::object fn = py::reinterpret_steal<py::object>(PyCFunction_New(&run_job_def, capsule));
-      Py_DECREF(capsule);
-      if (!fn) throw py::error_already_set();
-      start(fn);
+      if (PyContext_Exit(ctx) < 0) PyErr_WriteUnraisable(nullptr);
+      Py_DECREF(ctx);
     }
   }
 
@@ -277,6 +304,7 @@ class py_server {
   job_queue queue_;
   std::atomic<std::size_t> running_{0};  ///< requests in the app now (both modes)
   python::dispatch_mode mode_ = python::dispatch_mode::threads;
+  std::deque<python_job> ready_;  ///< gevent mode: jobs drained, not yet started (hub thread only)
   int queue_fd_ = -1;  ///< gevent mode: the hub's wake-up for queue_
   queued_http_handler http_handler_;
   queued_thrift_handler thrift_handler_;
@@ -289,22 +317,10 @@ class py_server {
   server server_;
 };
 
-PyObject* run_job_box(PyObject* capsule, PyObject*) {
-  // The greenlet's parent is the hub: nothing may escape to it. The
-  // runners answer app errors themselves; what reaches here is reported.
-  auto* box = static_cast<job_box*>(PyCapsule_GetPointer(capsule, job_capsule));
-  if (!box) {
-    PyErr_WriteUnraisable(capsule);
-    Py_RETURN_NONE;
-  }
-  try {
-    box->server->run_job(box->job);
-  } catch (py::error_already_set& e) {
-    e.restore();
-    PyErr_WriteUnraisable(capsule);
-  } catch (const std::exception& e) {
-    log::write(log::level::error, "baseplate_serve", std::string("request failed: ") + e.what());
-  }
+PyObject* run_ready_fn(PyObject* capsule, PyObject*) {
+  auto* server = static_cast<py_server*>(PyCapsule_GetPointer(capsule, server_capsule));
+  if (!server) return nullptr;
+  server->run_ready();
   Py_RETURN_NONE;
 }
 
@@ -331,6 +347,7 @@ PYBIND11_MODULE(_core, m) {
       .def("begin_stop", &py_server::begin_stop)
       .def("force_close", &py_server::force_close)
       .def("drain", &py_server::drain, py::arg("start"))
+      .def("ready_runner", &py_server::ready_runner)
       .def("close_queue", &py_server::close_queue)
       .def("join", &py_server::join)
       .def("stats", &py_server::stats)

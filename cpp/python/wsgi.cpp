@@ -9,18 +9,15 @@
 
 #include <sys/stat.h>
 
+#include <array>
+#include <cstdio>
 #include <cstring>
+#include <unordered_map>
 
 namespace baseplate::python {
 namespace {
 
 using boost::system::error_code;
-
-py::str latin1(std::string_view s) {
-  PyObject* o = PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr);
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
 
 int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -50,6 +47,27 @@ std::string percent_decode(std::string_view in) {
 py::tuple exc_info(py::error_already_set& e) {
   py::object tb = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
   return py::make_tuple(e.type(), e.value(), tb);
+}
+
+/// A str made once and kept for the life of the process (interned, so its
+/// hash is computed once). Leaked on purpose: no Python object may be
+/// released after finalization.
+PyObject* interned(const char* s) {
+  PyObject* o = PyUnicode_InternFromString(s);
+  if (!o) throw py::error_already_set();
+  return o;
+}
+
+/// `getattr(o, name, None)` without raising and catching AttributeError
+/// (which costs more than a hello-world request). New reference or NULL.
+PyObject* optional_attr(PyObject* o, PyObject* name) {
+  PyObject* out = nullptr;
+#if PY_VERSION_HEX >= 0x030D0000
+  if (PyObject_GetOptionalAttr(o, name, &out) < 0) throw py::error_already_set();
+#else
+  if (_PyObject_LookupAttr(o, name, &out) < 0) throw py::error_already_set();
+#endif
+  return out;
 }
 
 /// Raises OSError for a failed network operation.
@@ -159,7 +177,7 @@ class responder {
       throw py::value_error("start_response called a second time without exc_info");
     }
     if (!PyUnicode_Check(status.ptr())) throw py::type_error("status must be a str");
-    std::string st = status.cast<std::string>();
+    std::string st = latin1_bytes(status.ptr());
     if (st.size() < 4 || st[3] != ' ' || !isdigit(st[0]) || !isdigit(st[1]) || !isdigit(st[2]))
       throw py::value_error("status must look like '200 OK', got " + st);
     http::response_head h;
@@ -172,7 +190,7 @@ class responder {
       PyObject* name = PyTuple_GET_ITEM(item.ptr(), 0);
       PyObject* value = PyTuple_GET_ITEM(item.ptr(), 1);
       if (!PyUnicode_Check(name) || !PyUnicode_Check(value)) throw py::type_error("header names and values must be str");
-      h.headers.emplace_back(encode_latin1(name), encode_latin1(value));
+      h.headers.emplace_back(latin1_bytes(name), latin1_bytes(value));
       if (auto e = http::check_field_name(h.headers.back().first)) throw py::value_error(*e);
       if (auto e = http::check_field_value(h.headers.back().second)) throw py::value_error(*e);
     }
@@ -249,7 +267,11 @@ class responder {
   }
 
  private:
-  static std::string encode_latin1(PyObject* s) {
+  /// The str's characters as bytes (latin-1, as PEP 3333 says); ASCII
+  /// strings, nearly all of them, are copied without an encode.
+  static std::string latin1_bytes(PyObject* s) {
+    if (PyUnicode_IS_COMPACT_ASCII(s))
+      return std::string(static_cast<const char*>(PyUnicode_DATA(s)), static_cast<std::size_t>(PyUnicode_GET_LENGTH(s)));
     PyObject* b = PyUnicode_AsLatin1String(s);
     if (!b) throw py::error_already_set();
     std::string out(PyBytes_AS_STRING(b), static_cast<std::size_t>(PyBytes_GET_SIZE(b)));
@@ -346,19 +368,30 @@ PyType_Slot input_slots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(boxed_deall
 PyType_Spec input_spec = {"baseplate_serve._core.InputStream", sizeof(boxed<input_stream>), 0, Py_TPFLAGS_DEFAULT,
                           input_slots};
 
+PyObject* responder_write(PyObject* self, PyObject* data);
+extern PyMethodDef responder_methods[];
+
 PyObject* responder_call(PyObject* self, PyObject* args, PyObject* kwargs) {
   static const char* kwlist[] = {"status", "headers", "exc_info", nullptr};
   PyObject *status, *headers, *exc_info = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", const_cast<char**>(kwlist), &status,
-                                   &headers, &exc_info))
+  Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+  if (!kwargs && (nargs == 2 || nargs == 3)) {
+    // start_response(status, headers[, exc_info]): what apps call, without
+    // the general argument parser.
+    status = PyTuple_GET_ITEM(args, 0);
+    headers = PyTuple_GET_ITEM(args, 1);
+    if (nargs == 3) exc_info = PyTuple_GET_ITEM(args, 2);
+  } else if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", const_cast<char**>(kwlist), &status,
+                                          &headers, &exc_info)) {
     return nullptr;
+  }
   return guarded([&] {
     unbox<responder>(self).start_response(py::reinterpret_borrow<py::object>(status),
                                            py::reinterpret_borrow<py::object>(headers),
                                            py::reinterpret_borrow<py::object>(exc_info));
     // The write() callable: a bound method keeps the responder alive as
     // long as the app holds it.
-    return PyObject_GetAttrString(self, "write");
+    return PyCFunction_New(&responder_methods[0], self);
   });
 }
 
@@ -370,7 +403,7 @@ PyObject* responder_write(PyObject* self, PyObject* data) {
   });
 }
 
-PyMethodDef responder_methods[] = {
+PyMethodDef responder_methods[] = {  // [0] is write: see responder_call
     {"write", responder_write, METH_O, "write(data): sends body bytes at once (PEP 3333's write callable)"},
     {nullptr, nullptr, 0, nullptr}};
 
@@ -421,7 +454,96 @@ wsgi_runner::wsgi_runner(wsgi_settings s) : s_(std::move(s)) {
   logger_ = py::module_::import("logging").attr("getLogger")("baseplate_serve.wsgi");
 }
 
+namespace {
+
+/// The environ's own keys, and values that repeat from request to request.
+struct environ_strings {
+  PyObject* request_method = interned("REQUEST_METHOD");
+  PyObject* path_info = interned("PATH_INFO");
+  PyObject* query_string = interned("QUERY_STRING");
+  PyObject* server_protocol = interned("SERVER_PROTOCOL");
+  PyObject* remote_addr = interned("REMOTE_ADDR");
+  PyObject* remote_port = interned("REMOTE_PORT");
+  PyObject* wsgi_input = interned("wsgi.input");
+  PyObject* http_10 = interned("HTTP/1.0");
+  PyObject* http_11 = interned("HTTP/1.1");
+  PyObject* empty = interned("");
+  PyObject* comma = interned(", ");
+  PyObject* close = interned("close");
+  std::array<std::pair<std::string_view, PyObject*>, 7> methods{{{"GET", interned("GET")},
+                                                                 {"POST", interned("POST")},
+                                                                 {"HEAD", interned("HEAD")},
+                                                                 {"PUT", interned("PUT")},
+                                                                 {"DELETE", interned("DELETE")},
+                                                                 {"PATCH", interned("PATCH")},
+                                                                 {"OPTIONS", interned("OPTIONS")}}};
+  /// environ key of a header name as sent ("User-Agent" -> HTTP_USER_AGENT),
+  /// or NULL for a name with "_" (dropped). Bounded: names past the bound
+  /// are converted per request, so unique names sent by a client cannot grow it.
+  std::unordered_map<std::string, PyObject*> header_keys;
+  static constexpr std::size_t max_header_keys = 512;
+};
+
+// Leaked on purpose: no Python object may be released after finalization.
+environ_strings& strings() {
+  static environ_strings& s = *new environ_strings;
+  return s;
+}
+
+/// A new reference to the environ key of header `name`, or NULL to drop it.
+PyObject* header_key(std::string_view name) {
+  auto& cache = strings().header_keys;
+  auto it = cache.find(std::string(name));
+  if (it != cache.end()) {
+    Py_XINCREF(it->second);
+    return it->second;
+  }
+  std::string key("HTTP_");
+  for (char c : name) {
+    // A name with "_" would be indistinguishable from one with "-" and
+    // could spoof a header a proxy set: drop it, as nginx and gunicorn do.
+    if (c == '_') {
+      key.clear();
+      break;
+    }
+    key.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  PyObject* out = nullptr;
+  if (!key.empty()) {
+    std::string_view k = key;
+    if (k == "HTTP_CONTENT_TYPE" || k == "HTTP_CONTENT_LENGTH") k.remove_prefix(5);
+    out = PyUnicode_DecodeLatin1(k.data(), static_cast<Py_ssize_t>(k.size()), nullptr);
+    if (!out) throw py::error_already_set();
+    PyUnicode_InternInPlace(&out);
+  }
+  if (cache.size() < environ_strings::max_header_keys) {
+    Py_XINCREF(out);
+    cache.emplace(std::string(name), out);
+  }
+  return out;
+}
+
+/// Sets env[key] = value, stealing `value`.
+void set_item(PyObject* env, PyObject* key, PyObject* value) {
+  if (!value) throw py::error_already_set();
+  int rc = PyDict_SetItem(env, key, value);
+  Py_DECREF(value);
+  if (rc < 0) throw py::error_already_set();
+}
+
+PyObject* new_latin1(std::string_view s) {
+  return PyUnicode_DecodeLatin1(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr);
+}
+
+PyObject* new_ref(PyObject* o) {
+  Py_INCREF(o);
+  return o;
+}
+
+}  // namespace
+
 py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
+  auto& k = strings();
   PyObject* d = PyDict_Copy(template_.ptr());
   if (!d) throw py::error_already_set();
   py::dict env = py::reinterpret_steal<py::dict>(d);
@@ -434,33 +556,40 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
   auto q = target.find('?');
   std::string_view path = target.substr(0, q);
   std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
-  env["REQUEST_METHOD"] = latin1(r.method);
-  env["PATH_INFO"] = latin1(percent_decode(path));
-  env["QUERY_STRING"] = latin1(query);
-  env["SERVER_PROTOCOL"] = r.version == 10 ? "HTTP/1.0" : "HTTP/1.1";
-  env["REMOTE_ADDR"] = latin1(r.remote_host);
-  env["REMOTE_PORT"] = r.remote_port ? py::str(std::to_string(r.remote_port)) : py::str("");
-  env["wsgi.input"] = input;
-  std::string key;
+  PyObject* method = nullptr;
+  for (auto& [name, str] : k.methods)
+    if (name == r.method) method = new_ref(str);
+  set_item(d, k.request_method, method ? method : new_latin1(r.method));
+  set_item(d, k.path_info,
+           path.find('%') == std::string_view::npos ? new_latin1(path) : new_latin1(percent_decode(path)));
+  set_item(d, k.query_string, query.empty() ? new_ref(k.empty) : new_latin1(query));
+  set_item(d, k.server_protocol, new_ref(r.version == 10 ? k.http_10 : k.http_11));
+  set_item(d, k.remote_addr, new_latin1(r.remote_host));
+  char port[8];
+  int port_len = r.remote_port ? std::snprintf(port, sizeof port, "%u", static_cast<unsigned>(r.remote_port)) : 0;
+  set_item(d, k.remote_port, new_latin1(std::string_view(port, static_cast<std::size_t>(port_len))));
+  if (PyDict_SetItem(d, k.wsgi_input, input.ptr()) < 0) throw py::error_already_set();
   for (const auto& [name, value] : r.headers) {
-    bool underscore = false;
-    key.assign("HTTP_");
-    for (char c : name) {
-      if (c == '_') underscore = true;
-      key.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    PyObject* key = header_key(name);
+    if (!key) continue;
+    py::object key_ref = py::reinterpret_steal<py::object>(key);
+    PyObject* v = new_latin1(value);
+    if (!v) throw py::error_already_set();
+    py::object v_ref = py::reinterpret_steal<py::object>(v);
+    if (PyUnicode_READ_CHAR(key, 0) != 'H') {
+      // CONTENT_TYPE, CONTENT_LENGTH: the last one sent wins.
+      if (PyDict_SetItem(d, key, v) < 0) throw py::error_already_set();
+      continue;
     }
-    // A name with "_" would be indistinguishable from one with "-" and
-    // could spoof a header a proxy set: drop it, as nginx and gunicorn do.
-    if (underscore) continue;
-    std::string_view k = key;
-    if (k == "HTTP_CONTENT_TYPE" || k == "HTTP_CONTENT_LENGTH") k.remove_prefix(5);
-    py::str pk(k.data(), k.size());
-    PyObject* existing = PyDict_GetItem(env.ptr(), pk.ptr());
-    if (existing && k.rfind("HTTP_", 0) == 0) {
-      py::str joined = py::reinterpret_borrow<py::str>(existing) + py::str(", ") + latin1(value);
-      env[pk] = joined;
-    } else {
-      env[pk] = latin1(value);
+    PyObject* existing = PyDict_SetDefault(d, key, v);  // borrowed
+    if (!existing) throw py::error_already_set();
+    if (existing != v) {
+      // A repeated header: its values joined with ", " (RFC 9110 5.3).
+      PyObject* joined = PyUnicode_Concat(existing, k.comma);
+      if (!joined) throw py::error_already_set();
+      PyObject* all = PyUnicode_Concat(joined, v);
+      Py_DECREF(joined);
+      set_item(d, key, all);
     }
   }
   return env;
@@ -502,10 +631,13 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     input_obj = make_boxed(input_type, new input_stream(ex));
     py::object& input = input_obj;
     py::dict env = make_environ(ex->req(), input);
-    result = s_.app(env, resp_obj);
+    PyObject* args[] = {env.ptr(), resp_obj.ptr()};
+    result = py::reinterpret_steal<py::object>(PyObject_Vectorcall(s_.app.ptr(), args, 2, nullptr));
+    if (!result) throw py::error_already_set();
 
     bool sent_file = false;
-    if (!s_.file_wrapper.is_none() && py::isinstance(result, s_.file_wrapper) && resp->head_set()) {
+    bool plain = PyList_CheckExact(result.ptr()) || PyTuple_CheckExact(result.ptr());
+    if (!plain && !s_.file_wrapper.is_none() && py::isinstance(result, s_.file_wrapper) && resp->head_set()) {
       // sendfile(2) when the wrapped object is a regular file
       py::object filelike = result.attr("filelike");
       int fd = -1;
@@ -536,7 +668,7 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
       }
     }
     if (!sent_file) {
-      if (PyList_CheckExact(result.ptr()) || PyTuple_CheckExact(result.ptr())) {
+      if (plain) {
         PyObject* seq = result.ptr();
         Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
         for (Py_ssize_t i = 0; i < n; ++i) resp->add(PySequence_Fast_GET_ITEM(seq, i));
@@ -559,9 +691,14 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     py::error_already_set err;
     on_error(err);
   }
-  if (result && py::hasattr(result, "close")) {
+  // A list or tuple has no close(); anything else may (PEP 3333).
+  if (result && !PyList_CheckExact(result.ptr()) && !PyTuple_CheckExact(result.ptr())) {
     try {
-      result.attr("close")();
+      PyObject* close = optional_attr(result.ptr(), strings().close);
+      if (close) {
+        py::object close_ref = py::reinterpret_steal<py::object>(close);
+        close_ref();
+      }
     } catch (py::error_already_set& e) {
       logger_.attr("error")("Error closing the WSGI iterable",
                             py::arg("exc_info") = exc_info(e));

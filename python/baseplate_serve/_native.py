@@ -149,7 +149,7 @@ class NativeServer:
             if stop_signal and not stopped.ready():
                 stopped.set(stop_signal)
 
-        start = _worker_greenlets(hub)
+        start = _worker_greenlets(hub, self._core.ready_runner())
         queue_watcher = hub.loop.io(self._core.queue_fd, 1)
         queue_watcher.start(self._core.drain, start)
         event_watcher = hub.loop.io(self._core.event_fd, 1)
@@ -208,9 +208,11 @@ class NativeServer:
             logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
 
 
-def _worker_greenlets(hub: Any) -> Callable[[Callable[[], None]], None]:
-    """Returns ``start(fn)``, which runs ``fn`` (one request) at once in a
-    worker greenlet whose parent is the hub, called from the hub.
+def _worker_greenlets(hub: Any, run_ready: Callable[[], None]) -> Callable[[], None]:
+    """Returns ``start()``, which the hub calls while requests are ready:
+    it switches to a worker greenlet (whose parent is the hub), which serves
+    ready requests with ``run_ready()`` until none are left or one waits,
+    then switches back to the hub.
 
     Workers are reused: a new greenlet costs Python 3.11 a fresh frame
     stack (an mmap and page faults), several times the rest of a hello-world
@@ -219,25 +221,22 @@ def _worker_greenlets(hub: Any) -> Callable[[Callable[[], None]], None]:
     concurrent requests never share a greenlet (gevent.local values may
     carry over to a later request on the same worker, as they do between
     the requests of one keep-alive connection under gevent's pywsgi)."""
-    import contextvars
-
     from greenlet import getcurrent, greenlet
 
     idle: List[Any] = []
 
-    def work(fn: Callable[[], None]) -> None:
+    def work() -> None:
         me = getcurrent()
         while True:
-            contextvars.Context().run(fn)
-            fn = None  # type: ignore[assignment]
+            run_ready()
             idle.append(me)
-            fn = hub.switch()  # parked until start() hands over the next request
+            hub.switch()  # parked until start() needs a worker again
 
-    def start(fn: Callable[[], None]) -> None:
+    def start() -> None:
         if idle:
-            idle.pop().switch(fn)
+            idle.pop().switch()
         else:
-            greenlet(work, hub).switch(fn)
+            greenlet(work, hub).switch()
 
     return start
 
