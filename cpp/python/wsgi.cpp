@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include <array>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <unordered_map>
@@ -242,7 +243,7 @@ class responder {
     if (client_gone_) raise_io("writing the response", boost::asio::error::connection_reset);
     http::response_part part;
     if (!head_sent_) {
-      part.head = *head_;
+      part.head = std::move(*head_);  // sent once: the copy here is not needed again
       head_sent_ = true;
     }
     part.body = std::move(data);
@@ -566,8 +567,8 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
   set_item(d, k.server_protocol, new_ref(r.version == 10 ? k.http_10 : k.http_11));
   set_item(d, k.remote_addr, new_latin1(r.remote_host));
   char port[8];
-  int port_len = r.remote_port ? std::snprintf(port, sizeof port, "%u", static_cast<unsigned>(r.remote_port)) : 0;
-  set_item(d, k.remote_port, new_latin1(std::string_view(port, static_cast<std::size_t>(port_len))));
+  char* port_end = r.remote_port ? std::to_chars(port, port + sizeof port, r.remote_port).ptr : port;
+  set_item(d, k.remote_port, new_latin1(std::string_view(port, static_cast<std::size_t>(port_end - port))));
   if (PyDict_SetItem(d, k.wsgi_input, input.ptr()) < 0) throw py::error_already_set();
   for (const auto& [name, value] : r.headers) {
     PyObject* key = header_key(name);

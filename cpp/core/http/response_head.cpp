@@ -2,30 +2,33 @@
 
 #include <boost/beast/http/status.hpp>
 
+#include <array>
 #include <charconv>
+#include <string_view>
 
 namespace baseplate::http {
 namespace {
 
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
-}
+/// RFC 9110 section 5.6.2: tchar, as a table (this runs for every header
+/// of every response).
+constexpr std::array<bool, 256> tchar_table = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
-    if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x + 32);
-    if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y + 32);
-    if (x != y) return false;
-  }
+bool is_tchar(unsigned char c) { return tchar_table[c]; }
+
+/// `a` equals `lower` (lower-case letters and '-'), ignoring the case of
+/// `a`. Only for names already checked as tokens: OR-ing 0x20 maps A-Z to
+/// a-z and keeps '-', and no other token character maps onto those.
+bool iequals_lower(std::string_view a, std::string_view lower) {
+  if (a.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if ((static_cast<unsigned char>(a[i]) | 0x20) != static_cast<unsigned char>(lower[i])) return false;
   return true;
 }
 
@@ -40,8 +43,9 @@ std::optional<std::string> check_field_name(std::string_view name) {
 
 std::optional<std::string> check_field_value(std::string_view value) {
   // RFC 9110 section 5.5: visible characters, spaces, tabs and obs-text.
-  for (unsigned char c : value)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return std::string("control character in header value");
+  bool bad = false;
+  for (unsigned char c : value) bad |= (c < 0x20 && c != '\t') | (c == 0x7f);  // no branch per byte
+  if (bad) return std::string("control character in header value");
   return std::nullopt;
 }
 
@@ -52,14 +56,14 @@ std::optional<std::string> inspect(const response_head& head, framing& out) {
   for (const auto& [name, value] : head.headers) {
     if (auto e = check_field_name(name)) return e;
     if (auto e = check_field_value(value)) return *e + " (" + name + ")";
-    if (iequals(name, "content-length")) {
+    if (iequals_lower(name, "content-length")) {
       std::uint64_t n = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       if (ec != std::errc() || p != value.data() + value.size() || value.empty())
         return "invalid Content-Length " + value;
       if (out.content_length && *out.content_length != n) return std::string("conflicting Content-Length headers");
       out.content_length = n;
-    } else if (iequals(name, "transfer-encoding")) {
+    } else if (iequals_lower(name, "transfer-encoding")) {
       out.app_transfer_encoding = true;
     }
   }
