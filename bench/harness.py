@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""Benchmark harness: runs each server under wrk and writes bench/RESULTS.md.
+"""Benchmark harness: runs every scenario of bench/README.md and writes
+bench/RESULTS.md (and, with the bench venv's matplotlib, bench/results.png).
 
-Standard library only. bench/run.sh prepares the venvs and calls this; it can
-also be run directly:
+Standard library only, except the chart (drawn by re-running this file with
+bench/.venv/bin/python --plot). bench/run.sh prepares the venvs, the native
+load generators and reference servers, and calls this; it can also be run
+directly:
 
-    python3 bench/harness.py [--scenario NAME ...] [--repeats N] [--duration 10s]
+    python3 bench/harness.py [--scenario NAME ...] [--repeats N] [--duration 10s] [--results PATH]
 
 One measurement ("run"): start the server pinned to core 0, wait until it
-answers, load it from core 1 with `wrk --latency` for a fixed duration, read
-the server's CPU time before and after the load and its RSS after, then stop
-it with SIGTERM. Every server runs in every round and rounds are interleaved
-(A B C A B C ...), because this VM drifts between fast and slow states over
-minutes; the table reports the median of the rounds. The machine is shared,
-so each run waits for it to be idle first, and is redone if other work
-took CPU during it.
+answers (an HTTP GET, or a Thrift echo call), load it from core 1 (wrk,
+http_load or thrift_load) for a fixed duration, read the CPU time of the
+server's whole process tree before and after the load and its RSS after,
+then stop it with SIGTERM. Every case of a scenario runs once per round and
+rounds are interleaved (A B C A B C ...), because this VM drifts between
+fast and slow states over minutes; tables report the median of the rounds.
+The machine is shared, so each run waits for it to be idle first, and is
+redone if other work took CPU during it. A server that fails is recorded as
+failed and the bench goes on.
 """
 from __future__ import annotations
 
@@ -28,99 +33,347 @@ import resource
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
+import threading
 import time
+import traceback
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"  # raw per-run output (git-ignored)
 OURS = ROOT / ".venv" / "bin" / "baseplate-serve"
-PEER_PYTHON = BENCH / ".venv" / "bin" / "python"
+PEER_BIN = BENCH / ".venv" / "bin"
+PEER_PYTHON = PEER_BIN / "python"
+NATIVE = Path(os.environ.get("BENCH_NATIVE_DIR", BENCH / "native" / "build"))  # bench/native executables
+CONFIGS = BENCH / "configs"
+APPS = BENCH / "apps"
+PEERS = BENCH / "peers"
 HELLO = ROOT / "examples" / "hello"
+THRIFT_ECHO = ROOT / "examples" / "thrift_echo"
+NATIVE_HTTP = ROOT / "examples" / "native_http"
+NATIVE_THRIFT = ROOT / "examples" / "native_thrift"
 
 SERVER_CPU = "0"  # the server gets core 0 ...
-CLIENT_CPU = "1"  # ... and wrk core 1, so they never compete for a core
+CLIENT_CPU = "1"  # ... and the load generator core 1, so they never compete for a core
+CONNECTIONS = 50
 START_TIMEOUT = 30.0
 QUIET_LOAD = 0.15  # cores busy with anything else: above this, wait before a run
-QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "300"))  # seconds, per run
 NOISY_LOAD = 0.25  # other load during a run above which the run is redone ...
-ATTEMPTS = 3  # ... this many times at most (then the last one is kept)
+ATTEMPTS = int(os.environ.get("BENCH_ATTEMPTS", "3"))  # ... this many times at most (then the last is kept)
+SATURATED = 0.85  # load generator busier than this (cores): it, not the server, may be the limit
 STOP_TIMEOUT = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+QUIET_WAIT = env_float("BENCH_QUIET_WAIT", 300)  # seconds, per run
+SOAK_SECONDS = env_float("BENCH_SOAK", 600)
+SOAK_INTERVAL = env_float("BENCH_SOAK_INTERVAL", 10)
+IDLE_COUNT = int(env_float("BENCH_IDLE_COUNT", 10000))
+IDLE_HOLD = env_float("BENCH_IDLE_HOLD", 10)
+STARTUP_RUNS = int(env_float("BENCH_STARTUP_RUNS", 10))
+GTHREAD_THREADS = os.environ.get("BENCH_GTHREAD_THREADS", "4")
+UWSGI_THREADS = os.environ.get("BENCH_UWSGI_THREADS", str(CONNECTIONS))
+# granian's thread settings: granian-threads runs each, and http-hello uses
+# the best of them (or BENCH_GRANIAN_THREADS when granian-threads did not run).
+GRANIAN_VARIANTS = {
+    "default": [],
+    "bt1": ["--blocking-threads", "1"],
+    "bt4": ["--blocking-threads", "4"],
+    "rt2": ["--runtime-threads", "2"],
+}
+GRANIAN_THREADS = os.environ.get("BENCH_GRANIAN_THREADS", "").split()
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
 @dataclass
 class Server:
-    name: str
-    command: Callable[[str], List[str]]  # "127.0.0.1:PORT" -> argv
+    key: str  # short, stable id (file names, runs.json)
+    name: str  # as shown in the tables
+    command: Callable[[int], List[str]]  # port -> argv
     cwd: Path
     ours: bool = False
+    protocol: str = "http"  # ready check: "http" (GET path answers 200) or "thrift" (an echo call)
+    needs: Tuple[Path, ...] = ()  # files without which the server is skipped (not built)
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+def _bind(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def ours(key: str, name: str, cwd: Path, ini: str, protocol: str = "http", needs: Tuple[Path, ...] = ()) -> Server:
+    return Server(key, name, lambda p: [str(OURS), "--bind", _bind(p), ini], cwd, True, protocol, needs)
+
+
+def pywsgi(key: str, name: str, cwd: Path, ini: str, *args: str) -> Server:
+    return Server(
+        key, name, lambda p: [str(PEER_PYTHON), str(PEERS / "baseplate_wsgi.py"), "--bind", _bind(p), *args, ini], cwd
+    )
+
+
+def native(key: str, name: str, exe: str, protocol: str = "http") -> Server:
+    return Server(key, name, lambda p: [str(NATIVE / exe), str(p)], BENCH, False, protocol, (NATIVE / exe,))
+
+
+def gunicorn(key: str, name: str, *worker: str) -> Server:
+    return Server(
+        key,
+        name,
+        lambda p: [str(PEER_BIN / "gunicorn"), "--workers", "1", *worker, "--bind", _bind(p), "hello:hello_app"],
+        HELLO,
+    )
+
+
+def granian(key: str, flags: Optional[List[str]]) -> Server:
+    """flags None: GRANIAN_THREADS, as chosen when the server starts."""
+    name = "granian" + (f" ({' '.join(flags) or 'default threads'})" if flags is not None else "")
+    return Server(
+        key,
+        name,
+        lambda p: [
+            str(PEER_BIN / "granian"), "--interface", "wsgi", "--workers", "1",
+            *(GRANIAN_THREADS if flags is None else flags), "--host", "127.0.0.1", "--port", str(p), "hello:hello_app",
+        ],
+        HELLO,
+    )
+
+
+NATIVE_HTTP_LIB = NATIVE_HTTP / "build" / "libhello_native.so"
+NATIVE_THRIFT_LIB = NATIVE_THRIFT / "build" / "libecho_native.so"
+
+S: Dict[str, Server] = {
+    s.key: s
+    for s in [
+        # HTTP hello world (examples/hello's hello_app)
+        ours("ours-gevent", "ours, gevent (default)", HELLO, "hello.ini"),
+        ours("ours-threads", "ours, threads", HELLO, str(CONFIGS / "hello-threads.ini")),
+        ours("ours-native", "ours, native C++ app", NATIVE_HTTP, "app.ini", needs=(NATIVE_HTTP_LIB,)),
+        native("raw-asio", "raw Asio, 1 thread, constant reply", "raw_asio_server"),
+        native("beast", "Beast, 1 thread", "beast_server"),
+        pywsgi("pywsgi", "gevent pywsgi, as baseplate.py", HELLO, "hello.ini"),
+        pywsgi("pywsgi-nodelay", "gevent pywsgi + TCP_NODELAY", HELLO, "hello.ini", "--nodelay"),
+        gunicorn("gunicorn-sync", "gunicorn sync", "--worker-class", "sync"),
+        gunicorn("gunicorn-gevent", "gunicorn gevent", "--worker-class", "gevent"),
+        gunicorn(
+            "gunicorn-gthread", f"gunicorn gthread ({GTHREAD_THREADS} threads)", "--worker-class", "gthread",
+            "--threads", GTHREAD_THREADS,
+        ),
+        Server(
+            "uwsgi",
+            "uWSGI",
+            lambda p: [
+                str(PEER_BIN / "uwsgi"), "--http11-socket", _bind(p), "--wsgi-file", "hello.py",
+                "--callable", "hello_app", "--processes", "1", "--threads", UWSGI_THREADS,
+                "--disable-logging", "--die-on-term", "--need-app",
+            ],
+            HELLO,
+        ),
+        granian("granian", None),
+        *(granian(f"granian-{k}", v) for k, v in GRANIAN_VARIANTS.items()),
+        Server(
+            "bjoern",
+            "bjoern",
+            lambda p: [str(PEER_PYTHON), str(PEERS / "bjoern_server.py"), "--bind", _bind(p), "hello:hello_app"],
+            HELLO,
+        ),
+        # HTTP, a handler that sleeps 10 ms (bench/apps/sleep10.py)
+        ours("sleep-gevent", "ours, gevent (default)", APPS, str(CONFIGS / "sleep10-gevent.ini")),
+        ours("sleep-threads", "ours, threads (16, the default)", APPS, str(CONFIGS / "sleep10-threads.ini")),
+        ours("sleep-threads50", "ours, threads (python_threads = 50)", APPS, str(CONFIGS / "sleep10-threads50.ini")),
+        pywsgi("sleep-pywsgi", "gevent pywsgi, as baseplate.py", APPS, str(CONFIGS / "sleep10-pywsgi.ini")),
+        pywsgi(
+            "sleep-pywsgi-nodelay", "gevent pywsgi + TCP_NODELAY", APPS, str(CONFIGS / "sleep10-pywsgi.ini"),
+            "--nodelay",
+        ),
+        # native HTTP app with and without a log line per request
+        ours("native-nolog", "native, log_each_request = false", NATIVE_HTTP, str(CONFIGS / "native-log-false.ini"),
+             needs=(NATIVE_HTTP_LIB,)),
+        ours("native-log", "native, log_each_request = true", NATIVE_HTTP, str(CONFIGS / "native-log-true.ini"),
+             needs=(NATIVE_HTTP_LIB,)),
+        # Thrift echo (examples/thrift_echo)
+        ours("thrift-gevent", "ours, gevent", THRIFT_ECHO, str(CONFIGS / "echo-gevent.ini"), "thrift"),
+        ours("thrift-threads", "ours, threads", THRIFT_ECHO, str(CONFIGS / "echo-threads.ini"), "thrift"),
+        ours("thrift-native", "ours, native C++ app", NATIVE_THRIFT, "app.ini", "thrift", (NATIVE_THRIFT_LIB,)),
+        Server(
+            "thrift-baseplate",
+            "baseplate.py's gevent Thrift server",
+            lambda p: [str(PEER_PYTHON), str(PEERS / "baseplate_thrift.py"), "--bind", _bind(p), "echo.ini"],
+            THRIFT_ECHO,
+            protocol="thrift",
+        ),
+        native("thrift-nb", "Apache Thrift TNonblockingServer (C++)", "thrift_nb_server", "thrift"),
+    ]
+}
+
+S["granian"].name = f"granian ({' '.join(GRANIAN_THREADS) or 'default threads'})"
+
+HTTP_HELLO = ["ours-gevent", "ours-threads", "ours-native", "raw-asio", "beast", "pywsgi", "pywsgi-nodelay",
+              "gunicorn-sync", "gunicorn-gevent", "gunicorn-gthread", "uwsgi", "granian", "bjoern"]
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    server: str  # key into S
+    load: str  # "wrk" | "half" | "thrift:KIND"
+
+    @property
+    def label(self) -> str:
+        return S[self.server].name + (f" / {self.load[7:]}" if self.load.startswith("thrift:") else "")
+
+    @property
+    def key(self) -> str:
+        return self.server + (f".{self.load[7:]}" if self.load.startswith("thrift:") else "")
 
 
 @dataclass
 class Scenario:
     name: str
     title: str
-    servers: List[Server]
-    wrk_args: List[str]  # besides -d, --latency and the URL
-    path: str = "/"
+    kind: str  # "load", "idle", "soak", "startup"
+    cases: List[Case]
+    refs: List[str] = field(default_factory=list)  # server keys the ratio columns compare with
+    load_desc: str = ""
+    unit: str = "req/s"
 
 
-def _peer(*args: str) -> Callable[[str], List[str]]:
-    return lambda bind: [str(PEER_PYTHON), str(BENCH / "peers" / "baseplate_wsgi.py"), "--bind", bind, *args]
+def _thrift_cases(servers: List[str]) -> List[Case]:
+    return [
+        Case(s, f"thrift:{k}")
+        for s in servers
+        for k in ("framed_binary", "header")
+        if not (s == "thrift-nb" and k == "header")  # TNonblockingServer speaks framed binary only
+    ]
 
 
 SCENARIOS: Dict[str, Scenario] = {
     s.name: s
     for s in [
         Scenario(
-            name="http-hello",
-            title="HTTP/1.1 keep-alive, WSGI hello world (examples/hello), 50 connections",
-            wrk_args=["-t1", "-c50"],
-            servers=[
-                Server("baseplate-serve (ours)", lambda bind: [str(OURS), "--bind", bind, "hello.ini"], HELLO, True),
-                Server("gevent pywsgi, as baseplate.py", _peer(), HELLO),
-                Server("gevent pywsgi + TCP_NODELAY", _peer("--nodelay"), HELLO),
-            ],
+            "granian-threads", "granian's thread settings, on the WSGI hello world; http-hello runs the best",
+            "load", [Case(f"granian-{k}", "wrk") for k in GRANIAN_VARIANTS], [],
+            f"`wrk -t1 -c{CONNECTIONS} --latency`, GET /",
+        ),
+        Scenario(
+            "http-hello", "WSGI hello world (examples/hello), HTTP/1.1 keep-alive, peak load", "load",
+            [Case(k, "wrk") for k in HTTP_HELLO], ["ours-gevent", "ours-threads", "ours-native"],
+            f"`wrk -t1 -c{CONNECTIONS} --latency`, GET /",
+        ),
+        Scenario(
+            "http-hello-half", "the same servers at half their own peak (median req/s of http-hello)", "load",
+            [Case(k, "half") for k in HTTP_HELLO], [],
+            f"`http_load 127.0.0.1 PORT {CONNECTIONS} SECONDS RATE` (RATE = half the server's peak; latency"
+            " corrected for coordinated omission)",
+        ),
+        Scenario(
+            "http-sleep10", "a WSGI handler that sleeps 10 ms (bench/apps/sleep10.py), then says hello", "load",
+            [Case(k, "wrk") for k in ("sleep-gevent", "sleep-threads", "sleep-threads50", "sleep-pywsgi",
+                                      "sleep-pywsgi-nodelay")],
+            ["sleep-gevent", "sleep-threads50"],
+            f"`wrk -t1 -c{CONNECTIONS} --latency` (at most {CONNECTIONS} / 10 ms = 5,000 req/s)",
+        ),
+        Scenario(
+            "native-log", "examples/native_http, one INFO log line per request (stdout to a file) or none",
+            "load", [Case("native-nolog", "wrk"), Case("native-log", "wrk")], ["native-nolog"],
+            f"`wrk -t1 -c{CONNECTIONS} --latency`, GET /",
+        ),
+        Scenario(
+            "thrift-ping", "Thrift echo(\"ping\") (examples/thrift_echo's IDL)", "load",
+            _thrift_cases(["thrift-gevent", "thrift-threads", "thrift-native", "thrift-baseplate", "thrift-nb"]),
+            ["thrift-gevent", "thrift-threads", "thrift-native"],
+            f"`thrift_load 127.0.0.1 PORT KIND {CONNECTIONS} SECONDS` (one blocking client thread per connection)",
+            unit="calls/s",
+        ),
+        Scenario(
+            "idle-10k", f"{IDLE_COUNT:,} idle keep-alive connections", "idle",
+            [Case("ours-gevent", "idle"), Case("ours-threads", "idle")],
+            load_desc=f"`idle_conns 127.0.0.1 PORT {IDLE_COUNT} {IDLE_HOLD:g}`",
+        ),
+        Scenario(
+            "soak", "RSS and open fds at a steady load (half of the peak)", "soak", [Case("ours-gevent", "soak")],
+            load_desc="`http_load 127.0.0.1 PORT 50 BENCH_SOAK RATE`",
+        ),
+        Scenario(
+            "startup", "spawn to the \"Listening\" log line, and to the first answered GET /", "startup",
+            [Case(k, "startup") for k in ("ours-gevent", "ours-threads", "pywsgi", "gunicorn-sync", "granian")],
+            load_desc=f"median of {STARTUP_RUNS} starts each",
         ),
     ]
 }
 
 
-@dataclass
-class Run:
-    server: str
-    round: int
-    rps: float
-    requests: int
-    p50_ms: float
-    p99_ms: float
-    cpu_us_per_req: float
-    rss_mb: float
-    errors: int  # socket errors + non-2xx/3xx responses, as wrk counts them
-    other_load: float  # cores busy with neither the server nor wrk during the run
+# --- measuring a process tree --------------------------------------------------------------
 
 
-# --- measuring a process -------------------------------------------------------------------
+def _stat_fields(pid: int) -> List[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        # comm (field 2) may contain spaces: split after its closing paren.
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> List[int]:
+    """pid and all its descendants (gunicorn, granian and uwsgi have workers)."""
+    parents: Dict[int, List[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parents.setdefault(int(_stat_fields(int(d))[1]), []).append(int(d))
+            except (OSError, IndexError):
+                pass
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, []))
+    return tree
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process.
+    """utime + stime of the process tree rooted at pid.
 
     /proc/<pid>/stat of a thread-group leader sums every thread of the
-    process, including threads that already exited, so one read covers the
-    server's event loop, its worker threads and the Python interpreter.
+    process, including threads that already exited, so one read per process
+    covers an event loop, worker threads and the Python interpreter.
     """
-    with open(f"/proc/{pid}/stat") as f:
-        # comm (field 2) may contain spaces: split after its closing paren.
-        fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = _stat_fields(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def open_fds(pid: int) -> int:
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in process_tree(pid) if os.path.isdir(f"/proc/{p}/fd"))
 
 
 def machine_busy_seconds() -> float:
@@ -136,9 +389,9 @@ def wait_quiet() -> None:
     deadline = time.monotonic() + QUIET_WAIT
     while True:
         before = machine_busy_seconds()
-        time.sleep(1.0)
-        load = machine_busy_seconds() - before
-        if load <= QUIET_LOAD:
+        time.sleep(1.0 if QUIET_WAIT > 0 else 0.2)
+        load = (machine_busy_seconds() - before) / (1.0 if QUIET_WAIT > 0 else 0.2)
+        if load <= QUIET_LOAD or QUIET_WAIT <= 0:
             return
         if time.monotonic() > deadline:
             print(f"  warning: machine still busy ({load:.2f} cores); running anyway", flush=True)
@@ -147,53 +400,103 @@ def wait_quiet() -> None:
         time.sleep(4.0)
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def free_port() -> int:
-    # A fresh port per run: the peers bind with SO_REUSEPORT, so a stray
-    # server left on a reused port would silently share the load.
+    # A fresh port per run: several servers bind with SO_REUSEPORT, so a
+    # stray server left on a reused port would silently share the load.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_ready(proc: subprocess.Popen, port: int, path: str) -> None:
+def http_ok(port: int, path: str = "/", timeout: float = 2.0) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def thrift_echo_ok(port: int, timeout: float = 2.0) -> bool:
+    """One framed binary Echo.echo("ping") call, by hand (no thrift package)."""
+    name, arg = b"echo", b"ping"
+    body = struct.pack("!Ii", 0x80010001, len(name)) + name + struct.pack("!i", 1)  # strict CALL, seqid 1
+    body += struct.pack("!bhi", 11, 1, len(arg)) + arg + b"\x00"  # field 1: string; STOP
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(struct.pack("!i", len(body)) + body)
+            (length,) = struct.unpack("!i", _recv_exact(sock, 4))
+            reply = _recv_exact(sock, length)
+    except (OSError, ConnectionError, struct.error):
+        return False
+    return reply[:4] == struct.pack("!I", 0x80010002) and reply.endswith(b"\x0b\x00\x00\x00\x00\x00\x04ping\x00")
+
+
+def ready(server: Server, port: int) -> bool:
+    return thrift_echo_ok(port) if server.protocol == "thrift" else http_ok(port)
+
+
+def start(server: Server, port: int, log, stdout=None) -> subprocess.Popen:
+    missing = [str(p) for p in server.needs if not p.exists()]
+    if missing:
+        raise Skipped(f"not built: {', '.join(missing)} (bench/run.sh builds it)")
+    # taskset execs the server, so proc.pid is the server's own pid.
+    return subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *server.command(port)],
+        cwd=server.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **server.env},
+        start_new_session=True,  # its own process group: stop() can clean up workers left behind
+    )
+
+
+def wait_ready(server: Server, proc: subprocess.Popen, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode} before answering")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        finally:
-            conn.close()
-        time.sleep(0.1)
+        if ready(server, port):
+            return
+        time.sleep(0.05)
     raise RuntimeError(f"server did not answer within {START_TIMEOUT:.0f} s")
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        print(f"  warning: pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it", flush=True)
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"  warning: pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it", flush=True)
+            proc.kill()
+            proc.wait()
+    try:  # workers that outlived their master (same process group, started by us)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
-# --- wrk -----------------------------------------------------------------------------------
+class Skipped(Exception):
+    pass
+
+
+# --- load generators -----------------------------------------------------------------------
 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
@@ -228,89 +531,417 @@ def parse_wrk(out: str) -> Dict[str, float]:
     }
 
 
+def parse_json_line(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError(f"no JSON line in the load generator's output:\n{out}")
+
+
 def seconds(duration: str) -> float:
-    m = re.fullmatch(r"(\d+)([smh]?)", duration)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", duration)
     if not m:
         raise ValueError(f"bad duration {duration!r} (use e.g. 10s, 1m)")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def load_command(case: Case, port: int, secs: float, rate: float) -> Tuple[List[str], Callable[[str], dict]]:
+    """argv of the load generator for a case, and the parser of its output."""
+    if case.load == "wrk":
+        argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{secs:g}s", "--latency", f"http://127.0.0.1:{port}/"]
+        return argv, parse_wrk
+
+    if case.load in ("half", "soak"):
+        def parse_http_load(out: str) -> dict:
+            j = parse_json_line(out)
+            return {"rps": j["rps"], "requests": j["requests"], "p50_ms": j["p50_us"] / 1e3,
+                    "p99_ms": j["p99_us"] / 1e3, "errors": j["errors"], "rate": rate}
+        return [str(NATIVE / "http_load"), "127.0.0.1", str(port), str(CONNECTIONS), f"{secs:g}",
+                f"{rate:.0f}", "/"], parse_http_load
+
+    if case.load.startswith("thrift:"):
+        def parse_thrift_load(out: str) -> dict:
+            j = parse_json_line(out)
+            return {"rps": j["calls_per_s"], "requests": j["calls"], "p50_ms": j["p50_us"] / 1e3,
+                    "p99_ms": j["p99_us"] / 1e3, "errors": j["errors"]}
+        return [str(NATIVE / "thrift_load"), "127.0.0.1", str(port), case.load[7:], str(CONNECTIONS),
+                f"{secs:g}", f"{rate:.0f}"], parse_thrift_load
+
+    raise ValueError(case.load)
 
 
 # --- one run, all runs -----------------------------------------------------------------------
 
 
-def run_once(scenario: Scenario, server: Server, rnd: int, duration: str) -> Run:
-    port = free_port()
-    slug = re.sub(r"[^a-z0-9]+", "-", server.name.lower()).strip("-")
-    log_path = OUT / f"{scenario.name}.{slug}.{rnd}"
-    url = f"http://127.0.0.1:{port}{scenario.path}"
-    with open(f"{log_path}.server.log", "w") as log:
-        # taskset execs the server, so proc.pid is the server's own pid.
-        proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *server.command(f"127.0.0.1:{port}")],
-            cwd=server.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+@dataclass
+class Run:
+    scenario: str
+    case: str  # Case.key
+    round: int
+    rps: float = 0.0
+    requests: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu_us_per_req: float = 0.0
+    server_cores: float = 0.0  # server CPU time / wall time during the load
+    loadgen_cores: float = 0.0  # the same for the load generator
+    rss_mb: float = 0.0
+    errors: int = 0  # socket errors, non-2xx responses, failed calls
+    other_load: float = 0.0  # cores busy with neither the server nor the load generator during the run
+    rate: float = 0.0  # offered req/s (http_load), 0 = unbounded
+    failed: str = ""  # why there are no numbers
+    extra: dict = field(default_factory=dict)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def measure_load(proc: subprocess.Popen, argv: List[str], timeout: float, log_path: str) -> Tuple[str, dict]:
+    """Runs the load generator pinned to CLIENT_CPU; the server's CPU, RSS and
+    the machine's other load around it."""
+    cpu_before, busy_before = cpu_seconds(proc.pid), machine_busy_seconds()
+    gen_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    gen = subprocess.run(["taskset", "-c", CLIENT_CPU, *argv], capture_output=True, text=True, timeout=timeout)
+    cpu_after, busy_after = cpu_seconds(proc.pid), machine_busy_seconds()
+    wall = time.monotonic() - t0
+    # The server is reaped only after this, so the children's rusage delta
+    # is the load generator's (and taskset's) alone.
+    gen_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gen_cpu = sum(getattr(gen_after, f) - getattr(gen_before, f) for f in ("ru_utime", "ru_stime"))
+    rss = rss_mb(proc.pid)
+    Path(f"{log_path}.load.txt").write_text(" ".join(argv) + "\n" + gen.stdout + gen.stderr)
+    if gen.returncode != 0:
+        raise RuntimeError(f"{Path(argv[0]).name} failed ({gen.returncode}): {(gen.stderr or gen.stdout).strip()[-300:]}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"server exited with status {proc.returncode} during the run")
+    server_cpu = cpu_after - cpu_before
+    return gen.stdout, {
+        "server_cpu": server_cpu,
+        "server_cores": server_cpu / wall,
+        "loadgen_cores": gen_cpu / wall,
+        "rss_mb": rss,
+        "other_load": max(0.0, busy_after - busy_before - server_cpu - gen_cpu) / wall,
+    }
+
+
+class Bench:
+    def __init__(self, repeats: int, duration: float, half_duration: float) -> None:
+        self.repeats = repeats
+        self.duration = duration
+        self.half_duration = half_duration
+        self.runs: Dict[str, List[Run]] = {}
+        self.peaks: Dict[str, float] = {}  # server key -> median peak req/s (http-hello)
+        self.notes: Dict[str, List[str]] = {}
+
+    # -- load scenarios --
+
+    def peak_for(self, key: str, proc: subprocess.Popen, port: int, log_path: str) -> float:
+        """Median peak of http-hello in this invocation; else a wrk run first, in the same process."""
+        if key in self.peaks:
+            return self.peaks[key]
+        argv, parse = load_command(Case(key, "wrk"), port, self.duration, 0)
+        out, _ = measure_load(proc, argv, self.duration + 60, log_path + ".peak")
+        return parse(out)["rps"]
+
+    def run_once(self, scenario: Scenario, case: Case, rnd: int) -> Run:
+        server = S[case.server]
+        port = free_port()
+        log_path = str(OUT / f"{scenario.name}.{case.key}.{rnd}")
+        with open(f"{log_path}.server.log", "w") as log:
+            proc = start(server, port, log)
+            try:
+                wait_ready(server, proc, port)
+                secs = self.half_duration if case.load == "half" else self.duration
+                rate = self.peak_for(case.server, proc, port, log_path) / 2 if case.load == "half" else 0.0
+                argv, parse = load_command(case, port, secs, rate)
+                out, m = measure_load(proc, argv, secs + 60, log_path)
+            finally:
+                stop(proc)
+        r = parse(out)
+        return Run(
+            scenario=scenario.name,
+            case=case.key,
+            round=rnd,
+            rps=r["rps"],
+            requests=int(r["requests"]),
+            p50_ms=r["p50_ms"],
+            p99_ms=r["p99_ms"],
+            cpu_us_per_req=m["server_cpu"] * 1e6 / max(r["requests"], 1),
+            server_cores=m["server_cores"],
+            loadgen_cores=m["loadgen_cores"],
+            rss_mb=m["rss_mb"],
+            errors=int(r["errors"]),
+            other_load=m["other_load"],
+            rate=rate,
         )
-        try:
-            wait_ready(proc, port, scenario.path)
-            cpu_before, busy_before = cpu_seconds(proc.pid), machine_busy_seconds()
-            wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.monotonic()
-            wrk = subprocess.run(
-                ["taskset", "-c", CLIENT_CPU, "wrk", *scenario.wrk_args, f"-d{duration}", "--latency", url],
-                capture_output=True,
-                text=True,
-                timeout=seconds(duration) + 60,
-            )
-            cpu_after, busy_after = cpu_seconds(proc.pid), machine_busy_seconds()
-            wall = time.monotonic() - t0
-            # The server is reaped only after this, so the children's rusage
-            # delta is wrk's (and taskset's) alone.
-            wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wrk_cpu = sum(getattr(wrk_after, f) - getattr(wrk_before, f) for f in ("ru_utime", "ru_stime"))
-            rss = rss_mb(proc.pid)
-            Path(f"{log_path}.wrk.txt").write_text(wrk.stdout + wrk.stderr)
-            if wrk.returncode != 0:
-                raise RuntimeError(f"wrk failed ({wrk.returncode}): {wrk.stderr.strip()}")
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode} during the run")
-        finally:
-            stop(proc)
-    w = parse_wrk(wrk.stdout)
-    return Run(
-        server=server.name,
-        round=rnd,
-        rps=w["rps"],
-        requests=int(w["requests"]),
-        p50_ms=w["p50_ms"],
-        p99_ms=w["p99_ms"],
-        cpu_us_per_req=(cpu_after - cpu_before) * 1e6 / max(w["requests"], 1),
-        rss_mb=rss,
-        errors=int(w["errors"]),
-        other_load=max(0.0, busy_after - busy_before - (cpu_after - cpu_before) - wrk_cpu) / wall,
-    )
 
+    def run_load(self, scenario: Scenario) -> List[Run]:
+        runs: List[Run] = []
+        skipped: Dict[str, str] = {}
+        for rnd in range(1, self.repeats + 1):
+            for case in scenario.cases:  # interleaved: every case once per round
+                if case.key in skipped:
+                    continue
+                r: Optional[Run] = None
+                for attempt in range(1, ATTEMPTS + 1):
+                    wait_quiet()
+                    try:
+                        r = self.run_once(scenario, case, rnd)
+                    except Skipped as e:
+                        skipped[case.key] = str(e)
+                        r = Run(scenario.name, case.key, rnd, failed=f"skipped: {e}")
+                        break
+                    except Exception as e:  # noqa: BLE001 - one server failing must not end the bench
+                        r = Run(scenario.name, case.key, rnd, failed=f"{type(e).__name__}: {e}")
+                        traceback.print_exc()
+                        break
+                    if r.other_load <= NOISY_LOAD:
+                        break
+                    verdict = "redoing it" if attempt < ATTEMPTS else "keeping it anyway"
+                    print(f"  {case.label}: {r.other_load:.2f} cores of other load during the run; {verdict}", flush=True)
+                assert r is not None
+                if r.failed:
+                    print(f"  [{scenario.name} round {rnd}/{self.repeats}] {case.label:45s} FAILED: {r.failed}", flush=True)
+                else:
+                    print(
+                        f"  [{scenario.name} round {rnd}/{self.repeats}] {case.label:45s} {r.rps:9.0f} {scenario.unit}"
+                        f"  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  {r.cpu_us_per_req:6.1f} us CPU/req"
+                        f"  cores {r.server_cores:.2f}/{r.loadgen_cores:.2f}  {r.rss_mb:5.1f} MB"
+                        f"  other {r.other_load:.2f}" + (f"  {r.errors} errors" if r.errors else ""),
+                        flush=True,
+                    )
+                runs.append(r)
+        if scenario.name == "granian-threads":
+            self.choose_granian(scenario, runs)
+        if scenario.name == "http-hello":
+            for case in scenario.cases:
+                ok = [r.rps for r in runs if r.case == case.key and not r.failed]
+                if ok:
+                    self.peaks[case.server] = statistics.median(ok)
+        return runs
 
-def run_scenario(scenario: Scenario, repeats: int, duration: str) -> List[Run]:
-    runs = []
-    for rnd in range(1, repeats + 1):
-        for server in scenario.servers:  # interleaved: every server once per round
-            for attempt in range(1, ATTEMPTS + 1):
+    def choose_granian(self, scenario: Scenario, runs: List[Run]) -> None:
+        """Keeps granian's best thread settings for http-hello: the highest median
+        req/s, or the least CPU per request if wrk was saturated."""
+        global GRANIAN_THREADS
+        sums = [s for s in summarise(scenario, runs).values() if not s.failed]
+        if not sums:
+            return
+        if any(s.saturated for s in sums):
+            best = min(sums, key=lambda s: s.cpu)
+        else:
+            best = max(sums, key=lambda s: s.rps)
+        GRANIAN_THREADS = list(GRANIAN_VARIANTS[best.server[len("granian-"):]])
+        S["granian"].name = best.label
+        self.notes.setdefault(scenario.name, []).append(f"Kept for http-hello: {best.label}.")
+        print(f"  granian: keeping {best.label}", flush=True)
+
+    # -- idle connections --
+
+    def run_idle(self, scenario: Scenario) -> List[Run]:
+        runs = []
+        for rnd in range(1, self.repeats + 1):
+            for case in scenario.cases:
                 wait_quiet()
-                r = run_once(scenario, server, rnd, duration)
-                if r.other_load <= NOISY_LOAD:
-                    break
-                verdict = "redoing it" if attempt < ATTEMPTS else "keeping it anyway"
-                print(f"  {server.name}: {r.other_load:.2f} cores of other load during the run; {verdict}", flush=True)
-            print(
-                f"  [{scenario.name} round {rnd}/{repeats}] {server.name:32s} {r.rps:10.0f} req/s"
-                f"  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  {r.cpu_us_per_req:6.1f} us CPU/req"
-                f"  {r.rss_mb:5.1f} MB  other load {r.other_load:.2f}" + (f"  {r.errors} errors" if r.errors else ""),
-                flush=True,
-            )
-            runs.append(r)
-    return runs
+                try:
+                    r = self.idle_once(scenario, case, rnd)
+                except Skipped as e:
+                    r = Run(scenario.name, case.key, rnd, failed=f"skipped: {e}")
+                except Exception as e:  # noqa: BLE001
+                    traceback.print_exc()
+                    r = Run(scenario.name, case.key, rnd, failed=f"{type(e).__name__}: {e}")
+                x = r.extra
+                print(f"  [{scenario.name} round {rnd}/{self.repeats}] {case.label:32s} "
+                      + (f"FAILED: {r.failed}" if r.failed else
+                         f"RSS {x['rss_before']:.1f} -> {x['rss_with']:.1f} MB (+{x['growth_mb']:.1f}),"
+                         f" fds {x['fds_before']} -> {x['fds_with']}, probes {x['probes_ok']}/{x['probes']}"
+                         f" p50 {x['probe_ms']:.2f} ms, {json.dumps(x['idle_conns'])}"), flush=True)
+                runs.append(r)
+        return runs
+
+    def idle_once(self, scenario: Scenario, case: Case, rnd: int) -> Run:
+        server = S[case.server]
+        exe = NATIVE / "idle_conns"
+        if not exe.exists():
+            raise Skipped(f"not built: {exe}")
+        port = free_port()
+        log_path = str(OUT / f"{scenario.name}.{case.key}.{rnd}")
+        with open(f"{log_path}.server.log", "w") as log:
+            proc = start(server, port, log)
+            try:
+                wait_ready(server, proc, port)
+                time.sleep(1.0)
+                rss_before, fds_before = rss_mb(proc.pid), open_fds(proc.pid)
+                gen = subprocess.Popen(
+                    ["taskset", "-c", CLIENT_CPU, str(exe), "127.0.0.1", str(port), str(IDLE_COUNT), f"{IDLE_HOLD:g}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )
+                lines: List[str] = []
+                t0 = time.monotonic()
+                ready_line = None
+                assert gen.stdout is not None
+                for line in gen.stdout:
+                    lines.append(line)
+                    if line.startswith("ready"):
+                        ready_line = line.strip()
+                        break
+                open_s = time.monotonic() - t0
+                if ready_line is None:
+                    gen.wait()
+                    raise RuntimeError(f"idle_conns ended without 'ready': {''.join(lines)[-300:]}")
+                time.sleep(min(1.0, IDLE_HOLD / 4))
+                rss_with, fds_with = rss_mb(proc.pid), open_fds(proc.pid)
+                # the server still answers new connections while the idle ones are held
+                lat = []
+                for _ in range(20):
+                    t = time.monotonic()
+                    if http_ok(port, timeout=5.0):
+                        lat.append((time.monotonic() - t) * 1e3)
+                rest = gen.stdout.read()
+                gen.wait(IDLE_HOLD + 120)
+                lines.append(rest)
+                Path(f"{log_path}.load.txt").write_text("".join(lines))
+                result = parse_json_line("".join(lines))
+                time.sleep(1.0)
+                rss_after, fds_after = rss_mb(proc.pid), open_fds(proc.pid)
+            finally:
+                stop(proc)
+        return Run(
+            scenario.name, case.key, rnd, rss_mb=rss_with, errors=int(result.get("errors", 0)),
+            extra={
+                "rss_before": rss_before, "rss_with": rss_with, "rss_after": rss_after,
+                "growth_mb": rss_with - rss_before, "fds_before": fds_before, "fds_with": fds_with,
+                "fds_after": fds_after, "open_s": open_s, "ready": ready_line, "probes": 20, "probes_ok": len(lat),
+                "probe_ms": statistics.median(lat) if lat else float("nan"), "idle_conns": result,
+            },
+        )
+
+    # -- soak --
+
+    def run_soak(self, scenario: Scenario) -> List[Run]:
+        case = scenario.cases[0]
+        server = S[case.server]
+        wait_quiet()
+        port = free_port()
+        log_path = str(OUT / f"{scenario.name}.{case.key}.1")
+        try:
+            if not (NATIVE / "http_load").exists():
+                raise Skipped(f"not built: {NATIVE / 'http_load'}")
+            with open(f"{log_path}.server.log", "w") as log:
+                proc = start(server, port, log)
+                try:
+                    wait_ready(server, proc, port)
+                    rate = self.peak_for(case.server, proc, port, log_path) / 2
+                    time.sleep(1.0)
+                    fds_before, rss_start = open_fds(proc.pid), rss_mb(proc.pid)
+                    argv, parse = load_command(case, port, SOAK_SECONDS, rate)
+                    result: Dict[str, dict] = {}
+
+                    def load() -> None:
+                        out, m = measure_load(proc, argv, SOAK_SECONDS + 120, log_path)
+                        result["r"], result["m"] = parse(out), m
+
+                    loader = threading.Thread(target=load)
+                    t0 = time.monotonic()
+                    loader.start()
+                    samples = []
+                    while loader.is_alive():
+                        loader.join(SOAK_INTERVAL)
+                        if loader.is_alive() and proc.poll() is None:
+                            samples.append((round(time.monotonic() - t0, 1), rss_mb(proc.pid), open_fds(proc.pid)))
+                            print(f"  [soak] t={samples[-1][0]:6.0f} s  RSS {samples[-1][1]:6.1f} MB"
+                                  f"  fds {samples[-1][2]}", flush=True)
+                    if "r" not in result:
+                        raise RuntimeError("the soak load failed (see bench/out)")
+                    time.sleep(2.0)
+                    fds_after, rss_end = open_fds(proc.pid), rss_mb(proc.pid)
+                finally:
+                    stop(proc)
+        except Skipped as e:
+            return [Run(scenario.name, case.key, 1, failed=f"skipped: {e}")]
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            return [Run(scenario.name, case.key, 1, failed=f"{type(e).__name__}: {e}")]
+        r, m = result["r"], result["m"]
+        warm = min(60.0, SOAK_SECONDS / 3)
+        steady = [s[1] for s in samples if s[0] > warm] or [s[1] for s in samples]
+        med = statistics.median(steady) if steady else float("nan")
+        return [Run(
+            scenario.name, case.key, 1, rps=r["rps"], requests=r["requests"], p50_ms=r["p50_ms"],
+            p99_ms=r["p99_ms"], cpu_us_per_req=m["server_cpu"] * 1e6 / max(r["requests"], 1),
+            server_cores=m["server_cores"], loadgen_cores=m["loadgen_cores"], rss_mb=rss_end, errors=r["errors"],
+            other_load=m["other_load"], rate=rate,
+            extra={
+                "seconds": SOAK_SECONDS, "warmup_s": warm, "samples": samples, "rss_start": rss_start,
+                "rss_end": rss_end, "rss_min": min(steady) if steady else float("nan"),
+                "rss_max": max(steady) if steady else float("nan"), "rss_median": med,
+                "fds_before": fds_before, "fds_after": fds_after,
+                "fds_max": max((s[2] for s in samples), default=0),
+            },
+        )]
+
+    # -- start-up --
+
+    def run_startup(self, scenario: Scenario) -> List[Run]:
+        runs = []
+        for rnd in range(1, STARTUP_RUNS + 1):
+            for case in scenario.cases:  # interleaved
+                if rnd == 1 or rnd % 5 == 0:
+                    wait_quiet()
+                try:
+                    listen_ms, answer_ms = self.startup_once(scenario, case, rnd)
+                    r = Run(scenario.name, case.key, rnd, extra={"listening_ms": listen_ms, "answer_ms": answer_ms})
+                except Exception as e:  # noqa: BLE001
+                    r = Run(scenario.name, case.key, rnd, failed=f"{type(e).__name__}: {e}")
+                runs.append(r)
+            done = [r for r in runs if r.round == rnd]
+            print(f"  [startup {rnd}/{STARTUP_RUNS}] " + ", ".join(
+                f"{S[r.case].name}: " + ("FAILED" if r.failed else
+                                        f"{_fmt(r.extra['listening_ms'], 0)} / {r.extra['answer_ms']:.0f} ms")
+                for r in done), flush=True)
+        return runs
+
+    def startup_once(self, scenario: Scenario, case: Case, rnd: int) -> Tuple[Optional[float], float]:
+        server = S[case.server]
+        port = free_port()
+        log_path = OUT / f"{scenario.name}.{case.key}.{rnd}.server.log"
+        listening: List[float] = []
+        with open(log_path, "w") as log:
+            t0 = time.monotonic()
+            proc = start(server, port, log, stdout=subprocess.PIPE)
+
+            def read() -> None:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    line = raw.decode(errors="replace")
+                    if not listening and "Listening" in line:
+                        listening.append(time.monotonic())
+                    log.write(line)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            try:
+                deadline = t0 + START_TIMEOUT
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"server exited with status {proc.returncode}")
+                    if http_ok(port, timeout=1.0):
+                        answered = time.monotonic()
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("no answer")
+                    time.sleep(0.002)
+                time.sleep(0.05)  # the log line may trail the first answer by a little
+            finally:
+                stop(proc)
+                reader.join(5)
+        return ((listening[0] - t0) * 1e3 if listening else None), (answered - t0) * 1e3
+
+
+def _fmt(v: Optional[float], digits: int = 1) -> str:
+    return "—" if v is None or v != v else f"{v:,.{digits}f}"
 
 
 # --- report -------------------------------------------------------------------------------
@@ -333,102 +964,459 @@ def machine_info() -> Dict[str, str]:
     commit = _sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     if _sh(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]):
         commit += " (with uncommitted changes)"
+    versions = _sh([str(PEER_PYTHON), "-c", (
+        "import importlib.metadata as m\n"
+        "for p in ('gevent','thrift','gunicorn','granian','bjoern','uwsgi'):\n"
+        "    try: print(p, m.version(p))\n"
+        "    except Exception: print(p, '?')")])
     return {
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model,
         "kernel": platform.release(),
         "os": _sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "python": platform.python_version(),
-        "gevent": _sh([str(PEER_PYTHON), "-c", "import gevent; print(gevent.__version__)"]),
+        "peers": ", ".join(versions.splitlines()),
         "wrk": _sh(["sh", "-c", "wrk -v 2>&1 | head -1"]).split(" Copyright")[0],
         "commit": commit,
         "loadavg": open("/proc/loadavg").read().split(" ")[0],
     }
 
 
-def median_of(runs: List[Run], attr: str) -> float:
-    return statistics.median(getattr(r, attr) for r in runs)
+def med(runs: List[Run], attr: str) -> float:
+    vals = [getattr(r, attr) for r in runs if not r.failed]
+    return statistics.median(vals) if vals else float("nan")
 
 
-def write_results(
-    path: Path, results: Dict[str, List[Run]], info: Dict[str, str], args: argparse.Namespace, command: str
-) -> None:
-    lines = [
+@dataclass
+class Summary:
+    """Medians of one case."""
+
+    label: str
+    server: str
+    ours: bool
+    n: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu: float
+    server_cores: float
+    loadgen_cores: float
+    rss_mb: float
+    errors: int
+    rate: float
+    failed: str
+
+    @property
+    def saturated(self) -> bool:
+        return self.loadgen_cores >= SATURATED
+
+
+def summarise(scenario: Scenario, runs: List[Run]) -> Dict[str, Summary]:
+    out = {}
+    for case in scenario.cases:
+        rs = [r for r in runs if r.case == case.key]
+        ok = [r for r in rs if not r.failed]
+        out[case.key] = Summary(
+            case.label, case.server, S[case.server].ours, len(ok), med(rs, "rps"), med(rs, "p50_ms"),
+            med(rs, "p99_ms"), med(rs, "cpu_us_per_req"), med(rs, "server_cores"), med(rs, "loadgen_cores"),
+            med(rs, "rss_mb"), sum(r.errors for r in ok), med(rs, "rate"),
+            "" if ok else (rs[0].failed if rs else "not run"),
+        )
+    return out
+
+
+def ref_case(scenario: Scenario, case: Case, ref_server: str) -> Optional[str]:
+    for c in scenario.cases:
+        if c.server == ref_server and c.load == case.load:
+            return c.key
+    return None
+
+
+def ratio_cell(ours: Summary, this: Summary) -> str:
+    """ours ÷ this on throughput, this ÷ ours on CPU per request: above 1, ours is better."""
+    if ours.failed or this.failed:
+        return "—"
+    return f"{ours.rps / this.rps:.2f}× · {this.cpu / ours.cpu:.2f}×"
+
+
+def load_table(scenario: Scenario, sums: Dict[str, Summary]) -> List[str]:
+    unit = scenario.unit
+    per = "call" if unit == "calls/s" else "req"
+    half = scenario.name == "http-hello-half"
+    head = ["server", *(["offered req/s"] if half else []), unit, "p50 ms", "p99 ms", f"server CPU µs/{per}",
+            "server cores", "load-gen cores", "RSS MB"]
+    refs = [r for r in scenario.refs if any(c.server == r for c in scenario.cases)]
+    head += [f"vs {S[r].name}" for r in refs]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for case in scenario.cases:
+        s = sums[case.key]
+        if s.failed:
+            why = s.failed if len(s.failed) <= 160 else s.failed[:160] + "… (see bench/out)"
+            lines.append(f"| {s.label} | **{why}** |" + " |" * (len(head) - 2))
+            continue
+        cells = [s.label]
+        if half:
+            cells.append(f"{s.rate:,.0f}")
+        cells += [f"{s.rps:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.cpu:.1f}",
+                  f"{s.server_cores:.2f}", f"{s.loadgen_cores:.2f}" + (" ⚠" if s.saturated else ""),
+                  f"{s.rss_mb:.1f}"]
+        for r in refs:
+            k = ref_case(scenario, case, r)
+            cells.append("—" if k is None or k == case.key else ratio_cell(sums[k], s))
+        if s.errors:
+            cells[0] += f" (**{s.errors} errors**)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+@dataclass
+class Target:
+    text: str
+    value: str
+    basis: str
+    met: Optional[bool]  # None: not measured
+
+
+def compare(sums: Dict[str, Summary], ours_key: str, peer_key: str, need: float, basis: str = "auto"
+            ) -> Tuple[str, str, Optional[bool]]:
+    """ours vs peer: ratio >= need? On req/s, unless either load generator was
+    saturated (or basis = "cpu"): then on server CPU per request."""
+    o, p = sums.get(ours_key), sums.get(peer_key)
+    if o is None or p is None or o.failed or p.failed:
+        return "not measured", "", None
+    if basis == "auto":
+        basis = "cpu" if (o.saturated or p.saturated) else "rps"
+    if basis == "cpu":
+        ratio = p.cpu / o.cpu
+        how = (f"CPU/req: {p.cpu:.1f} ÷ {o.cpu:.1f} µs"
+               + (" (load generator saturated)" if (o.saturated or p.saturated) else ""))
+    else:
+        ratio = o.rps / p.rps
+        how = f"req/s: {o.rps:,.0f} ÷ {p.rps:,.0f}"
+    return f"{ratio:.2f}×", how, ratio >= need
+
+
+def targets(results: Dict[str, List[Run]]) -> List[Target]:
+    t: List[Target] = []
+    sums = {name: summarise(SCENARIOS[name], runs) for name, runs in results.items() if SCENARIOS[name].kind == "load"}
+    h = sums.get("http-hello", {})
+
+    def add(text: str, ok: Tuple[str, str, Optional[bool]]) -> None:
+        t.append(Target(text, ok[0], ok[1], ok[2]))
+
+    for mode, raw, peers in (
+        ("threads", 0.9, (("pywsgi-nodelay", 7.0, "gevent pywsgi + TCP_NODELAY"), ("granian", 1.3, "granian"),
+                          ("bjoern", 1.0, "bjoern"))),
+        ("gevent", 0.75, (("pywsgi-nodelay", 5.0, "gevent pywsgi + TCP_NODELAY"),)),
+    ):
+        add(f"WSGI hello, {mode}: ≥ {raw}× raw Asio", compare(h, f"ours-{mode}", "raw-asio", raw))
+        if mode == "threads":
+            s = h.get("ours-threads")
+            if s is None or s.failed:
+                t.append(Target("WSGI hello, threads: ≤ 6.5 µs server CPU/req", "not measured", "", None))
+            else:
+                t.append(Target("WSGI hello, threads: ≤ 6.5 µs server CPU/req", f"{s.cpu:.1f} µs", "CPU/req",
+                                s.cpu <= 6.5))
+        for peer, need, name in peers:
+            more = "ahead of" if need == 1.0 else f"≥ {need}×"
+            add(f"WSGI hello, {mode}: {more} {name}", compare(h, f"ours-{mode}", peer, need))
+    th = sums.get("thrift-ping", {})
+    for mode in ("threads", "gevent"):
+        add(f"Thrift ping, {mode}: ≥ 2× baseplate.py, framed binary",
+            compare(th, f"thrift-{mode}.framed_binary", "thrift-baseplate.framed_binary", 2.0))
+        add(f"Thrift ping, {mode}: ≥ 2.5× baseplate.py, THeader",
+            compare(th, f"thrift-{mode}.header", "thrift-baseplate.header", 2.5))
+    add("Native HTTP hello: ≥ 0.95× raw Asio", compare(h, "ours-native", "raw-asio", 0.95))
+    add("Native Thrift ping: ≥ 1.2× TNonblockingServer, on CPU/call",
+        compare(th, "thrift-native.framed_binary", "thrift-nb.framed_binary", 1.2, basis="cpu"))
+    half = sums.get("http-hello-half", {})
+    for k in ("ours-gevent", "ours-threads", "ours-native"):
+        s = half.get(k)
+        peers = [p for p in half.values() if not p.ours and not p.failed]
+        text = f"p99 at half peak, {S[k].name}: lower than every peer's"
+        if s is None or s.failed or not peers:
+            t.append(Target(text, "not measured", "", None))
+            continue
+        best = min(peers, key=lambda p: p.p99_ms)
+        t.append(Target(text, f"{s.p99_ms:.2f} ms vs {best.p99_ms:.2f} ms", f"lowest peer: {best.label}",
+                        s.p99_ms < best.p99_ms))
+    idle = results.get("idle-10k", [])
+    for k in ("ours-gevent", "ours-threads"):
+        rs = [r for r in idle if r.case == k and not r.failed]
+        text = f"{IDLE_COUNT:,} idle keep-alive connections, {S[k].name}: < 100 MB RSS growth, still answering"
+        if not rs:
+            t.append(Target(text, "not measured", "", None))
+            continue
+        growth = statistics.median(r.extra["growth_mb"] for r in rs)
+        j = rs[0].extra["idle_conns"]
+        answered = all(r.extra["probes_ok"] == r.extra["probes"] and r.extra["idle_conns"].get("answered_last")
+                       == IDLE_COUNT and r.extra["idle_conns"].get("opened") == IDLE_COUNT for r in rs)
+        t.append(Target(text, f"+{growth:.1f} MB", f"opened {j.get('opened')}, answered {j.get('answered_last')}"
+                        f" after the hold; new GETs answered: {'yes' if answered else 'NO'}",
+                        growth < 100 and answered))
+    soak = [r for r in results.get("soak", []) if not r.failed]
+    text = "RSS flat (±5%) over the soak at steady load"
+    if soak:
+        x = soak[0].extra
+        dev = max(x["rss_max"] / x["rss_median"] - 1, 1 - x["rss_min"] / x["rss_median"])
+        t.append(Target(text, f"±{dev * 100:.1f}%", f"{x['seconds']:g} s, {len(x['samples'])} samples, first"
+                        f" {x['warmup_s']:.0f} s excluded; min {x['rss_min']:.1f}, max {x['rss_max']:.1f} MB",
+                        dev <= 0.05 and x["seconds"] >= 600))
+        if x["seconds"] < 600:
+            t[-1].basis += " (shorter than the 10 minutes of the target: not judged)"
+    else:
+        t.append(Target(text, "not measured", "", None))
+    st = [r for r in results.get("startup", []) if r.case == "ours-gevent" and not r.failed]
+    text = "Start-up to \"Listening\" under 300 ms, examples/hello"
+    vals = [r.extra["listening_ms"] for r in st if r.extra["listening_ms"] is not None]
+    if vals:
+        v = statistics.median(vals)
+        t.append(Target(text, f"{v:.0f} ms", f"median of {len(vals)} starts (gevent dispatch, the default)", v < 300))
+    elif st:
+        t.append(Target(text, "no \"Listening\" line", f"in {len(st)} starts that answered GET / (see bench/out)", False))
+    else:
+        t.append(Target(text, "not measured", "", None))
+    return t
+
+
+def write_results(path: Path, results: Dict[str, List[Run]], info: Dict[str, str], args: argparse.Namespace,
+                  command: str, png: Optional[Path], notes: Dict[str, List[str]]) -> None:
+    L = [
         "# Benchmark results",
         "",
-        "Written by bench/harness.py; see bench/README.md for what is measured and how.",
+        "Written by bench/harness.py; bench/README.md says what each scenario measures and how.",
         "",
-        f"- Date: {info['date']}",
+        f"- Date: {info['date']}; the whole run took {info['elapsed']}",
         f"- Machine: {info['nproc']} CPUs, {info['cpu']}; {info['os']}, Linux {info['kernel']}",
         f"- Load average (1 min) before / after: {info['loadavg']} / {info['loadavg_after']}",
-        f"- Software: Python {info['python']}, gevent {info['gevent']}, {info['wrk']}; commit {info['commit']}",
-        f"- Server pinned to core {SERVER_CPU}, wrk to core {CLIENT_CPU};"
-        f" {args.repeats} interleaved rounds of {args.duration} per server; medians shown",
+        f"- Software: Python {info['python']}; {info['peers']}; {info['wrk']}; commit {info['commit']}",
+        f"- Server pinned to core {SERVER_CPU}, load generator to core {CLIENT_CPU};"
+        f" {args.repeats} interleaved rounds of {args.duration} per case (http-hello-half: {args.half_duration});"
+        " medians shown",
         f"- Reproduce: `{command}`",
-        "",
-        "| scenario | server | req/s | p50 ms | p99 ms | server CPU µs/req | RSS MB"
-        " | ours ÷ this, req/s | this ÷ ours, CPU/req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, runs in results.items():
-        scenario = SCENARIOS[name]
-        by_server = {s.name: [r for r in runs if r.server == s.name] for s in scenario.servers}
-        ours = next(s.name for s in scenario.servers if s.ours)
-        ours_rps, ours_cpu = median_of(by_server[ours], "rps"), median_of(by_server[ours], "cpu_us_per_req")
-        for server, rs in by_server.items():
-            rps, cpu = median_of(rs, "rps"), median_of(rs, "cpu_us_per_req")
-            ratios = "—  | — " if server == ours else f"{ours_rps / rps:.2f}× | {cpu / ours_cpu:.2f}×"
-            lines.append(
-                f"| {name} | {server} | {rps:,.0f} | {median_of(rs, 'p50_ms'):.2f} | {median_of(rs, 'p99_ms'):.2f}"
-                f" | {cpu:.1f} | {median_of(rs, 'rss_mb'):.1f} | {ratios} |"
-            )
-    lines += ["", "Scenarios:", ""]
-    for name in results:
-        s = SCENARIOS[name]
-        lines.append(f"- `{name}`: {s.title}; `wrk {' '.join(s.wrk_args)} -d{args.duration} --latency`")
-    lines += [
+    if png is not None and png.exists():
+        L += ["", f"![median throughput per server]({os.path.relpath(png, path.parent)})"]
+    L += [
         "",
-        "Every run, in the order run (req/s; server CPU µs/req; other load: cores busy with"
-        " anything but the server and wrk during the run):",
-        "",
+        "Columns: *server cores* and *load-gen cores* are CPU time ÷ wall time during the load; a load"
+        f" generator at ≥ {SATURATED} cores (⚠) is likely the limit, so there compare server CPU per"
+        " request, not req/s. *vs X* cells read `A× · B×`: X's req/s ÷ this one's, and this one's CPU"
+        " per request ÷ X's (above 1: X is faster / cheaper).",
     ]
+    tl = targets(results)
+    L += ["", "## Targets", "", "| target | measured | compared on | met |", "|---|---|---|---|"]
+    for x in tl:
+        verdict = "not measured" if x.met is None else ("met" if x.met else "**not met**")
+        L.append(f"| {x.text} | {x.value} | {x.basis} | {verdict} |")
     for name, runs in results.items():
-        for server in SCENARIOS[name].servers:
-            rs = [r for r in runs if r.server == server.name]
-            cells = ", ".join(f"{r.rps:,.0f}; {r.cpu_us_per_req:.1f}; {r.other_load:.2f}" for r in rs)
+        sc = SCENARIOS[name]
+        L += ["", f"## {name}", "", f"{sc.title}. Load: {sc.load_desc}.", ""]
+        if sc.kind == "load":
+            L += load_table(sc, summarise(sc, runs))
+            if notes.get(name):
+                L += ["", *notes[name]]
+        elif sc.kind == "idle":
+            L += ["| server | RSS before MB | RSS with the connections MB | growth MB | KB per connection"
+                  " | RSS after they close MB | fds with | opened | answered after the hold | new GETs answered"
+                  " (p50 ms) | time to open s |", "|---|" + "---:|" * 10]
+            for case in sc.cases:
+                rs = [r for r in runs if r.case == case.key]
+                ok = [r for r in rs if not r.failed]
+                if not ok:
+                    L.append(f"| {case.label} | **{rs[0].failed if rs else 'not run'}** |" + " |" * 9)
+                    continue
+
+                def m(k: str) -> float:
+                    return statistics.median(r.extra[k] for r in ok)
+                j = ok[0].extra["idle_conns"]
+                L.append(f"| {case.label} | {m('rss_before'):.1f} | {m('rss_with'):.1f} | {m('growth_mb'):.1f}"
+                         f" | {m('growth_mb') * 1024 / IDLE_COUNT:.1f} | {m('rss_after'):.1f} | {m('fds_with'):.0f}"
+                         f" | {j.get('opened')} | {j.get('answered_last')}"
+                         f" | {min(r.extra['probes_ok'] for r in ok)}/20 ({m('probe_ms'):.2f}) | {m('open_s'):.1f} |")
+        elif sc.kind == "soak":
+            r = runs[0]
+            if r.failed:
+                L.append(f"**{r.failed}**")
+            else:
+                x = r.extra
+                L += [
+                    f"{S[r.case].name}, offered {r.rate:,.0f} req/s (half its peak) for {x['seconds']:g} s:"
+                    f" served {r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms,"
+                    f" {r.cpu_us_per_req:.1f} µs CPU/req, {r.errors} errors.",
+                    "",
+                    "| RSS MB at start | min (after warm-up) | median | max | ratio max ÷ min | at the end"
+                    " | open fds before | max during | after |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                    f"| {x['rss_start']:.1f} | {x['rss_min']:.1f} | {x['rss_median']:.1f} | {x['rss_max']:.1f}"
+                    f" | {x['rss_max'] / x['rss_min']:.3f} | {x['rss_end']:.1f} | {x['fds_before']}"
+                    f" | {x['fds_max']} | {x['fds_after']} |",
+                    "",
+                    f"Warm-up excluded: the first {x['warmup_s']:.0f} s. Samples (s, RSS MB, fds): "
+                    + ", ".join(f"{t:g}: {rss:.1f}, {fd}" for t, rss, fd in x["samples"]),
+                ]
+        elif sc.kind == "startup":
+            L += ["| server | to \"Listening\" ms, median (min–max) | to first answer ms, median (min–max) |",
+                  "|---|---:|---:|"]
+            for case in sc.cases:
+                ok = [r for r in runs if r.case == case.key and not r.failed]
+                if not ok:
+                    bad = [r for r in runs if r.case == case.key]
+                    L.append(f"| {case.label} | **{bad[0].failed if bad else 'not run'}** | |")
+                    continue
+                lv = [r.extra["listening_ms"] for r in ok if r.extra["listening_ms"] is not None]
+                av = [r.extra["answer_ms"] for r in ok]
+                lcell = f"{statistics.median(lv):.0f} ({min(lv):.0f}–{max(lv):.0f})" if lv else "no such line"
+                L.append(f"| {case.label} | {lcell} | {statistics.median(av):.0f} ({min(av):.0f}–{max(av):.0f}) |")
+    L += ["", "## Every run", "",
+          "In the order run, per case: req/s; server CPU µs/req; p99 ms; other load (cores busy with anything"
+          " but the server and the load generator during the run).", ""]
+    for name, runs in results.items():
+        sc = SCENARIOS[name]
+        if sc.kind != "load":
+            continue
+        for case in sc.cases:
+            rs = [r for r in runs if r.case == case.key]
+            cells = "; ".join("failed" if r.failed else
+                              f"{r.rps:,.0f}, {r.cpu_us_per_req:.1f}, {r.p99_ms:.2f}, {r.other_load:.2f}" for r in rs)
             errs = sum(r.errors for r in rs)
-            lines.append(f"- {name}, {server.name}: {cells}" + (f" (**{errs} wrk errors**)" if errs else ""))
-    path.write_text("\n".join(lines) + "\n")
+            L.append(f"- {name}, {case.label}: {cells}" + (f" (**{errs} errors**)" if errs else ""))
+    for name in ("idle-10k", "startup"):
+        for r in results.get(name, []):
+            if name == "idle-10k" and not r.failed:
+                x = r.extra
+                L.append(f"- idle-10k, {S[r.case].name}, round {r.round}: RSS {x['rss_before']:.1f} →"
+                         f" {x['rss_with']:.1f} → {x['rss_after']:.1f} MB; idle_conns {json.dumps(x['idle_conns'])}")
+    st = results.get("startup", [])
+    for case in SCENARIOS["startup"].cases:
+        rs = [r for r in st if r.case == case.key]
+        if rs:
+            L.append(f"- startup, {case.label} (Listening / answer ms): " + "; ".join(
+                "failed" if r.failed else f"{_fmt(r.extra['listening_ms'], 0)} / {r.extra['answer_ms']:.0f}"
+                for r in rs))
+    path.write_text("\n".join(L) + "\n")
+
+
+# --- chart (bench/.venv's python: matplotlib) ------------------------------------------------
+
+
+def chart_data(results: Dict[str, List[Run]]) -> dict:
+    data = {}
+    for name, runs in results.items():
+        sc = SCENARIOS[name]
+        if sc.kind != "load":
+            continue
+        sums = summarise(sc, runs)
+        half = name == "http-hello-half"
+        data[name] = {
+            "title": f"{name}: " + ("p99 ms at half peak (lower is better; log scale)" if half else f"median {sc.unit}"),
+            "log": half,
+            "bars": [(s.label, s.p99_ms if half else s.rps, s.ours) for s in sums.values() if not s.failed],
+        }
+    return data
+
+
+def plot(data_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(data_path.read_text())
+    panels = [v for v in data.values() if v["bars"]]
+    if not panels:
+        return
+    heights = [0.6 + 0.32 * len(p["bars"]) for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, sum(heights) + 0.6 * len(panels)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, p in zip(axes[:, 0], panels):
+        labels = [b[0] for b in p["bars"]][::-1]
+        values = [b[1] for b in p["bars"]][::-1]
+        colors = ["#d9534f" if b[2] else "#5b8db8" for b in p["bars"]][::-1]
+        ax.barh(labels, values, color=colors)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:,.0f}" if v >= 100 else f" {v:.2f}", va="center", fontsize=8)
+        ax.set_title(p["title"], fontsize=10, loc="left")
+        ax.tick_params(axis="y", labelsize=8)
+        if p.get("log"):
+            ax.set_xscale("log")
+            ax.set_xlim(min(values) / 1.5, max(values) * 3)
+        else:
+            ax.set_xlim(0, max(values) * 1.18)
+    fig.suptitle("baseplate-serve (red) and peers (blue): bench/RESULTS.md", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    fig.savefig(png, dpi=100)
+
+
+# --- main ---------------------------------------------------------------------------------
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="default: all")
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="default: all, in this order")
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
-    parser.add_argument("--duration", default=os.environ.get("BENCH_DURATION", "10s"), help="wrk -d")
+    parser.add_argument("--duration", default=os.environ.get("BENCH_DURATION", "10s"), help="each load run")
+    parser.add_argument("--half-duration", default=os.environ.get("BENCH_HALF_DURATION"),
+                        help="each http-hello-half run (default: 5s, or --duration if shorter)")
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument("--png", type=Path, help="default: bench/results.png, or beside --results")
     parser.add_argument("--command", help="the reproduce command to record (default: this command line)")
+    parser.add_argument("--plot", nargs=2, metavar=("DATA_JSON", "PNG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    seconds(args.duration)  # validate early
+    if args.plot:
+        return plot(Path(args.plot[0]), Path(args.plot[1]))
+    args.half_duration = args.half_duration or ("5s" if seconds(args.duration) >= 5 else args.duration)
+    duration, half_duration = seconds(args.duration), seconds(args.half_duration)  # validate early
+    results_path = args.results.resolve()
+    png = args.png or (BENCH / "results.png" if results_path == (BENCH / "RESULTS.md").resolve()
+                       else results_path.with_suffix(".png"))
 
+    # SIGTERM (or Ctrl-C) ends the bench through the finally blocks, which stop the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for exe in (OURS, PEER_PYTHON):
         if not exe.exists():
             sys.exit(f"{exe} is missing: run bench/run.sh (or `make install`) first")
     OUT.mkdir(exist_ok=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # idle-10k: servers and idle_conns inherit it
+    want = max(soft, min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 4 * IDLE_COUNT + 1024))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want) if hard != resource.RLIM_INFINITY else hard))
+    except (ValueError, OSError):
+        pass
 
     info = machine_info()
     info["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    t_start = time.monotonic()
+    bench = Bench(args.repeats, duration, half_duration)
     results: Dict[str, List[Run]] = {}
-    for name in args.scenario or list(SCENARIOS):
-        print(f"scenario {name}: {args.repeats} rounds x {len(SCENARIOS[name].servers)} servers x {args.duration}")
-        results[name] = run_scenario(SCENARIOS[name], args.repeats, args.duration)
+    names = args.scenario or list(SCENARIOS)
+    names = [n for n in SCENARIOS if n in names]  # http-hello-half and soak use http-hello's peaks
+    for name in names:
+        sc = SCENARIOS[name]
+        t = time.monotonic()
+        print(f"scenario {name}: {len(sc.cases)} cases", flush=True)
+        run = {"load": bench.run_load, "idle": bench.run_idle, "soak": bench.run_soak,
+               "startup": bench.run_startup}[sc.kind]
+        results[name] = run(sc)
+        print(f"scenario {name}: {time.monotonic() - t:.0f} s", flush=True)
+        # keep what is measured so far, should a later scenario crash
+        (OUT / "runs.json").write_text(json.dumps({k: [asdict(r) for r in v] for k, v in results.items()}, indent=1))
     info["loadavg_after"] = open("/proc/loadavg").read().split(" ")[0]
+    elapsed = time.monotonic() - t_start
+    info["elapsed"] = f"{elapsed / 60:.0f} min" if elapsed > 120 else f"{elapsed:.0f} s"
+
+    data_path = OUT / "chart.json"
+    data_path.write_text(json.dumps(chart_data(results)))
+    if PEER_PYTHON.exists():
+        p = subprocess.run([str(PEER_PYTHON), str(Path(__file__).resolve()), "--plot", str(data_path), str(png)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"warning: no chart ({p.stderr.strip()[-300:]})", flush=True)
 
     command = args.command or " ".join(["python3", "bench/harness.py", *(argv if argv is not None else sys.argv[1:])])
-    write_results(args.results, results, info, args, command)
-    (OUT / "runs.json").write_text(json.dumps({k: [vars(r) for r in v] for k, v in results.items()}, indent=1))
-    print(f"wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}")
-    print(args.results.read_text())
+    write_results(results_path, results, info, args, command, png, bench.notes)
+    print(f"wrote {results_path}" + (f" and {png}" if png.exists() else ""))
+    print(results_path.read_text())
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ using baseplate::http::response_part;
 
 class hello_handler final : public baseplate::http::handler {
  public:
-  hello_handler(std::string greeting, baseplate::logger log) : greeting_(std::move(greeting)), log_(std::move(log)) {}
+  hello_handler(std::string greeting, baseplate::logger log, bool log_each_request)
+      : greeting_(std::move(greeting)), log_(std::move(log)), log_each_request_(log_each_request) {}
 
   void handle(std::shared_ptr<exchange> ex) override {
     const auto& req = ex->req();
     if (req.target == "/echo") return echo(ex, std::make_shared<std::string>());
-    if (req.target == "/log") log_.info("native app handled " + req.target);
+    if (req.target == "/log" || log_each_request_) log_.info("native app handled " + req.target);
     respond(*ex, 200, greeting_ + ", from C++!\n");
   }
 
@@ -48,6 +49,7 @@ class hello_handler final : public baseplate::http::handler {
 
   std::string greeting_;
   baseplate::logger log_;
+  bool log_each_request_;  // one INFO line per request (bench/ native-log)
 };
 
 }  // namespace
@@ -56,6 +58,8 @@ BASEPLATE_APP_FACTORY(make_app) {
   baseplate::logger log(ctx.host, "hello_native");
   auto greeting = ctx.config->get<std::string>("greeting", "Hello");
   if (ctx.config->get<bool>("fail_on_start", false)) throw std::runtime_error("asked to fail by fail_on_start");
+  // log_each_request = true: one INFO line for every request, not just /log
+  const bool log_each_request = ctx.config->get<bool>("log_each_request", false);
   log.info("hello_native ready, greeting " + greeting);
-  out.http = std::make_shared<hello_handler>(greeting, log);
+  out.http = std::make_shared<hello_handler>(greeting, log, log_each_request);
 }
