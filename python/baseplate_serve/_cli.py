@@ -9,7 +9,9 @@ import sys
 
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-from baseplate_serve import __version__, _einhorn, _systemd
+import baseplate_serve
+
+from baseplate_serve import _einhorn, _systemd
 from baseplate_serve._config_file import read_config
 from baseplate_serve._errors import AppError, ConfigError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
@@ -30,6 +32,41 @@ class _SdkDirAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         print(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk"))
+        parser.exit()
+
+
+def _patch_all() -> None:
+    """gevent's ``monkey.patch_all()``, with one scan of the installed
+    packages' entry points instead of one per patched module: patch_all
+    looks up its plugin hooks (``gevent.plugins.monkey.*``) about 25 times,
+    and each lookup reads every installed distribution's metadata, a good
+    part of a server's start-up. The same entry points are found."""
+    import importlib.metadata as metadata
+
+    from gevent import monkey
+
+    lookup = metadata.entry_points
+    every = lookup()
+
+    def entry_points(**params: Any) -> Any:
+        return every.select(**params) if params else every
+
+    metadata.entry_points = entry_points  # type: ignore[assignment]
+    try:
+        monkey.patch_all()
+    finally:
+        metadata.entry_points = lookup
+
+
+class _VersionAction(argparse.Action):
+    """--version, with the version looked up only when asked for (it costs
+    start-up an importlib.metadata import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"baseplate-serve {baseplate_serve.__version__}")
         parser.exit()
 
 
@@ -66,7 +103,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="endpoint to bind to: host:port, [v6]:port or a UNIX socket path (default: localhost:9090;"
         " ignored under Einhorn)",
     )
-    parser.add_argument("--version", action="version", version=f"baseplate-serve {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show program's version number and exit")
     parser.add_argument(
         "--sdk-dir",
         action=_SdkDirAction,
@@ -148,9 +185,7 @@ def run(args: argparse.Namespace) -> None:
     elif dispatch == "gevent":
         # Before the app is imported, as baseplate.py does: its clients,
         # pools and sleeps must cooperate with the hub.
-        from gevent import monkey
-
-        monkey.patch_all()
+        _patch_all()
     if builtin == "thrift":
         try:
             import baseplate_serve._thrift  # noqa: F401  (fails early without the thrift package)
