@@ -7,7 +7,7 @@ APT_PACKAGES := g++ make libboost-dev libboost-log-dev libthrift-dev thrift-comp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python bench clean dev fuzz
+.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz
 
 all: install
 
@@ -44,7 +44,41 @@ test-cpp: system-deps venv
 test-python: install
 	$(VENV)/bin/python -m pytest
 
-bench: install
+# The C++ unit tests and the whole Python suite against an extension built
+# with ASan+UBSan (gcc). The sanitized _core goes into a copy of python/
+# (ASAN_DIR/python), so the in-place and installed modules are untouched;
+# the server subprocesses load it through PYTHONPATH (conftest checks their
+# memory maps). libstdc++ is preloaded too: python does not link it, and
+# ASan's __cxa_throw interceptor needs it at start-up. Every process writes
+# its sanitizer reports to ASAN_DIR/logs;
+# conftest fails the session if any report is there. Options: see
+# docs/security.md ("Sanitizers").
+ASAN_DIR := build/asan
+ASAN_LOGS := $(abspath $(ASAN_DIR))/logs
+ASAN_ENV := LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+  ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0:halt_on_error=1:abort_on_error=1:log_path=$(ASAN_LOGS)/asan" \
+  UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan" \
+  BPS_SANITIZER_LOGS="$(ASAN_LOGS)"
+test-asan: system-deps venv
+	$(PIP) install -q cmake ninja pybind11 $$($(VENV)/bin/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['test']))")
+	$(VENV)/bin/cmake -S . -B $(ASAN_DIR) -G Ninja -DBPS_SANITIZE=ON -DBPS_BUILD_PYTHON=ON -DBPS_BUILD_TESTS=ON \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
+	  -DPython_EXECUTABLE=$(abspath $(VENV)/bin/python) -Dpybind11_DIR=$$($(VENV)/bin/python -m pybind11 --cmakedir)
+	$(VENV)/bin/cmake --build $(ASAN_DIR)
+	rm -rf $(ASAN_DIR)/python $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	cp -r python $(ASAN_DIR)/python
+	find $(ASAN_DIR)/python -name '__pycache__' -prune -exec rm -rf {} + -o -name '_core*.so' -exec rm -f {} +
+	cp $(ASAN_DIR)/cpp/python/_core*.so $(ASAN_DIR)/python/baseplate_serve/
+	rm -rf $(ASAN_DIR)/python/baseplate_serve/sdk && mkdir -p $(ASAN_DIR)/python/baseplate_serve/sdk
+	cp -r cpp/include cmake/BaseplateServeConfig.cmake $(ASAN_DIR)/python/baseplate_serve/sdk/
+	cd $(ASAN_DIR) && ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+	  ../../$(VENV)/bin/ctest --output-on-failure
+	$(ASAN_ENV) BPS_SANITIZED_CORE="$$(ls $(abspath $(ASAN_DIR))/python/baseplate_serve/_core*.so)" \
+	  PYTHONPATH="$(abspath $(ASAN_DIR))/python" $(VENV)/bin/python -m pytest -p no:cacheprovider tests/python
+
+# Every benchmark scenario against the peers (bench/README.md): bench/run.sh
+# installs the project (make install), the peers' venv and the native tools.
+bench:
 	bench/run.sh
 
 # libFuzzer targets (clang-14, ASan+UBSan) for HTTP requests and Thrift

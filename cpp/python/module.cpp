@@ -73,6 +73,9 @@ server_options parse_options(const py::dict& d) {
   o.keepalive_timeout = ms(d, "keepalive_timeout_ms", o.keepalive_timeout);
   o.io_timeout = ms(d, "io_timeout_ms", o.io_timeout);
   if (d.contains("max_header_size")) o.max_header_size = d["max_header_size"].cast<std::uint32_t>();
+  if (d.contains("max_request_line")) o.max_request_line = d["max_request_line"].cast<std::size_t>();
+  if (d.contains("max_header_count")) o.max_header_count = d["max_header_count"].cast<std::size_t>();
+  if (d.contains("max_pending_requests")) o.max_pending_requests = d["max_pending_requests"].cast<std::size_t>();
   if (d.contains("max_body_size")) o.max_body_size = d["max_body_size"].cast<std::uint64_t>();
   if (d.contains("body_preread")) o.body_preread = d["body_preread"].cast<std::size_t>();
   if (d.contains("max_frame_size")) o.max_frame_size = d["max_frame_size"].cast<std::size_t>();

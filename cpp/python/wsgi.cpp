@@ -582,9 +582,11 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
       if (PyDict_SetItem(d, key, v) < 0) throw py::error_already_set();
       continue;
     }
+    // Not `existing != v`: Python shares one object for equal short strs.
+    Py_ssize_t size_before = PyDict_GET_SIZE(d);
     PyObject* existing = PyDict_SetDefault(d, key, v);  // borrowed
     if (!existing) throw py::error_already_set();
-    if (existing != v) {
+    if (PyDict_GET_SIZE(d) == size_before) {
       // A repeated header: its values joined with ", " (RFC 9110 5.3).
       PyObject* joined = PyUnicode_Concat(existing, k.comma);
       if (!joined) throw py::error_already_set();

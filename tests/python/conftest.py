@@ -19,6 +19,29 @@ import pytest
 #: Generous bound for a server to come up on a loaded 2-core machine.
 START_TIMEOUT = 30.0
 
+# `make test-asan` (docs/security.md, "Sanitizers"): every process writes its
+# ASan/UBSan reports into this directory, and every server must have loaded
+# this sanitized _core.
+SANITIZER_LOGS = os.environ.get("BPS_SANITIZER_LOGS")
+SANITIZED_CORE = os.environ.get("BPS_SANITIZED_CORE")
+
+
+def sanitizer_reports(pid: Optional[int] = None) -> List[Path]:
+    """The report files in SANITIZER_LOGS (of one process, with ``pid``)."""
+    if not SANITIZER_LOGS or not os.path.isdir(SANITIZER_LOGS):
+        return []
+    return sorted(
+        p for p in Path(SANITIZER_LOGS).iterdir() if pid is None or p.name.endswith(f".{pid}")
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reports = sanitizer_reports()
+    if reports:
+        text = "\n".join(f"== {p}\n{p.read_text(errors='replace')}" for p in reports)
+        sys.stderr.write(f"\n{len(reports)} sanitizer report(s) under {SANITIZER_LOGS}:\n{text}\n")
+        session.exitstatus = 1
+
 
 def server_command() -> List[str]:
     """The installed console script, else ``python -m baseplate_serve``."""
@@ -95,7 +118,31 @@ class Server:
 
     def wait_listening(self) -> "Server":
         self.wait_for_output(r"Listening on ")
+        if SANITIZED_CORE:
+            self.check_sanitized_core()
         return self
+
+    def check_sanitized_core(self) -> None:
+        """Under `make test-asan`: the server runs with the ASan runtime, and
+        the _core it loaded (none for a custom factory or a pywsgi handler)
+        is the sanitized one."""
+        try:
+            maps = Path(f"/proc/{self.proc.pid}/maps").read_text()
+        except OSError:
+            return  # already gone
+        assert "libasan" in maps, f"server {self.proc.pid} runs without the ASan runtime"
+        cores = {line.split()[-1] for line in maps.splitlines() if "/baseplate_serve/_core" in line}
+        assert cores <= {SANITIZED_CORE}, f"server {self.proc.pid} loaded {cores}, not {SANITIZED_CORE}"
+
+    def assert_no_sanitizer_report(self) -> None:
+        if SANITIZER_LOGS:
+            # gcc's libubsan writes to stderr even with log_path set
+            m = re.search(r"^.*(runtime error: |==\d+==ERROR: \w+Sanitizer).*$", self.stderr, re.M)
+            assert not m, f"sanitizer report from the server:\n{self.stderr[-20000:]}"
+        reports = sanitizer_reports(self.proc.pid)
+        assert not reports, "sanitizer report(s) from the server:\n" + "\n".join(
+            p.read_text(errors="replace") for p in reports
+        )
 
     def send(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
@@ -167,3 +214,5 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for s in started:
         s.kill()
+    for s in started:
+        s.assert_no_sanitizer_report()

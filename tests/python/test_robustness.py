@@ -272,6 +272,8 @@ HTTP_INI = """\
 factory = baseplate.server.wsgi
 header_timeout = 2 seconds
 max_body_size = 100000
+# the tests of 10,000 header fields; the default (100) has its own test
+max_header_count = 20000
 
 [app:main]
 factory = app:make_app
@@ -603,9 +605,10 @@ CASES: Dict[str, Case] = {
     "target-absolute-garbage": Case(b"GET http://[::1/%zz HTTP/1.1\r\nHost: test\r\n\r\n", 400),
     # -- request line: version (RFC 9112 2.3, RFC 9110 6.2 and 15.6.6)
     "version-2.0": Case(b"GET /fast HTTP/2.0\r\nHost: test\r\n\r\n", 505),
-    # RFC 9110 section 6.2 would serve it as 1.1; Boost 1.74's parser refuses
-    # the version first (docs/security.md, known gaps): a clean 505 then.
-    "version-1.2-is-answered-505": Case(b"GET /fast HTTP/1.2\r\nHost: test\r\n\r\n", 505),
+    # RFC 9110 section 2.5: a higher minor version is served as HTTP/1.1.
+    "version-1.2-is-served-as-1.1": Case(b"GET /fast HTTP/1.2\r\nHost: test\r\n\r\n", 200, body=b"fast"),
+    "version-1.9-is-served-as-1.1": Case(b"GET /fast HTTP/1.9\r\nHost: test\r\n\r\n", 200, body=b"fast"),
+    "version-0.9": Case(b"GET /fast HTTP/0.9\r\nHost: test\r\n\r\n", 505),
     "version-leading-zero": Case(b"GET /fast HTTP/01.1\r\nHost: test\r\n\r\n", 400),
     "version-lowercase": Case(b"GET /fast http/1.1\r\nHost: test\r\n\r\n", 400),
     "version-missing": Case(b"GET /fast\r\nHost: test\r\n\r\n", 400),
@@ -763,6 +766,170 @@ def test_very_long_request_target_is_414(http_server):
         assert c.read_response().status == 414
         assert c.closed_by_peer()
     assert_serving(http_server.port)
+
+
+def test_higher_minor_http_version_is_served_as_http11(http_server):
+    # RFC 9110 section 2.5: a server answers with the highest minor version it
+    # supports (1.1), keep-alive semantics included.
+    for version in ("HTTP/1.2", "HTTP/1.9"):
+        with Conn(http_server.port) as c:
+            c.send(get("/fast", version=version) + get("/method", version=version))
+            first, second = c.read_response(), c.read_response()
+            assert (first.version, first.status, first.body) == ("HTTP/1.1", 200, b"fast")
+            assert (second.version, second.status, second.body) == ("HTTP/1.1", 200, b"GET")
+    assert_serving(http_server.port)
+
+
+def test_request_line_and_header_count_limits_at_their_defaults(run_server):
+    # max_request_line (8192) and max_header_count (100) unset: the defaults.
+    server = run_server(APP, env=SERVER_ENV)
+    line_overhead = len("GET  HTTP/1.1")
+    at_limit = "/fast?" + "a" * (8192 - line_overhead - len("/fast?"))
+    resp = exchange(server.port, get(at_limit))
+    assert (resp.status, resp.body) == (200, b"fast")
+    with Conn(server.port) as c:
+        c.send(get(at_limit + "a"))
+        resp = c.read_response()
+        assert resp.status == 414 and "close" in resp.header("connection").lower()
+        assert c.closed_by_peer()
+    # a request line still arriving is cut as soon as it is too long
+    with Conn(server.port) as c:
+        c.send(b"GET /" + b"a" * 9000)
+        assert c.read_response().status == 414
+        assert c.closed_by_peer()
+    hundred = "".join(f"X-{i}: v\r\n" for i in range(99))  # and Host
+    resp = exchange(server.port, get("/fast", hundred))
+    assert (resp.status, resp.body) == (200, b"fast")
+    with Conn(server.port) as c:
+        c.send(get("/fast", hundred + "X-One-Too-Many: v\r\n"))
+        resp = c.read_response()
+        assert resp.status == 431 and "close" in resp.header("connection").lower()
+        assert c.closed_by_peer()
+    assert_serving(server.port)
+
+
+def test_request_line_and_header_count_limits_from_server_options(run_server):
+    server = run_server(APP, server_options="max_request_line = 40\nmax_header_count = 3\n", env=SERVER_ENV)
+    assert exchange(server.port, get("/fast?" + "a" * 21)).status == 200  # 40 bytes with "GET " and version
+    assert exchange(server.port, get("/fast?" + "a" * 22)).status == 414
+    assert exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\n")).status == 200
+    assert exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\nC: 3\r\n")).status == 431
+    assert_serving(server.port)
+    off = run_server(APP, server_options="max_request_line = 0\nmax_header_count = 0\n", env=SERVER_ENV)
+    assert exchange(off.port, get("/fast?" + "a" * 20000)).status == 200  # only max_header_size
+    assert exchange(off.port, get("/fast", "".join(f"X-{i}: v\r\n" for i in range(500)))).status == 200
+
+
+SLOW_APP = r'''
+import os
+import time
+
+
+def make_app(app_config):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            while not os.path.exists("release"):
+                time.sleep(0.02)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    return app
+'''
+
+
+@pytest.mark.parametrize("dispatch", ["threads", "gevent"])
+def test_max_pending_requests_sheds_load_with_503(run_server, tmp_path, dispatch):
+    # Two requests pending (with threads: one running, one queued for the
+    # single worker; with gevent: both on the blocked hub): a third is
+    # refused at once with 503 and its connection closed; when they finish,
+    # the server serves again.
+    server = run_server(
+        SLOW_APP,
+        server_options=f"max_pending_requests = 2\ndispatch = {dispatch}\npython_threads = 1\n",
+        env=SERVER_ENV,
+    )
+    held = [Conn(server.port), Conn(server.port)]
+    try:
+        for c in held:
+            c.send(get("/block"))
+        time.sleep(0.5)
+        start = time.monotonic()
+        with Conn(server.port) as c:
+            c.send(get("/fast"))
+            resp = c.read_response()
+            assert resp.status == 503, resp
+            assert "close" in resp.header("connection").lower()
+            assert c.closed_by_peer()
+        assert time.monotonic() - start < 5
+        (tmp_path / "release").write_text("")
+        for c in held:
+            resp = c.read_response()
+            assert (resp.status, resp.body) == (200, b"ok")
+    finally:
+        for c in held:
+            c.close()
+    resp = exchange(server.port, get("/fast"))
+    assert (resp.status, resp.body) == (200, b"ok")
+
+
+SLOW_ECHO_APP = r'''
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+from echo import Echo  # noqa: E402
+
+
+class Handler:
+    def echo(self, message):
+        if message == "block":
+            while not os.path.exists("release"):
+                time.sleep(0.02)
+        return message
+
+
+def make_processor(app_config):
+    return Echo.Processor(Handler())
+'''
+
+
+@pytest.mark.parametrize("kind", ["header", "framed", "unframed_compact"])
+def test_max_pending_requests_sheds_thrift_calls_with_an_application_exception(run_server, tmp_path, kind):
+    from thrift.Thrift import TApplicationException
+
+    shutil.copytree(EXAMPLE / "gen", tmp_path / "gen")
+    (tmp_path / "slow_echo.py").write_text(SLOW_ECHO_APP)
+    ini = (
+        "[server:main]\nfactory = baseplate.server.thrift\nmax_pending_requests = 2\n"
+        "dispatch = threads\npython_threads = 4\n\n[app:main]\nfactory = slow_echo:make_processor\n"
+    )
+    server = run_server(ini=ini, env=SERVER_ENV)
+    held = [ThriftClient(server.port, kind) for _ in range(2)]
+    results: List[str] = []
+    threads = [threading.Thread(target=lambda c=c: results.append(c.echo.echo("block"))) for c in held]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        third = ThriftClient(server.port, kind)
+        try:
+            with pytest.raises(TApplicationException) as err:
+                third.echo.echo("hi")
+            assert err.value.type == TApplicationException.INTERNAL_ERROR
+            assert "max_pending_requests" in err.value.message
+            (tmp_path / "release").write_text("")
+            for t in threads:
+                t.join(30)
+            assert results == ["block", "block"]
+            # the refused call's connection stays usable
+            assert third.echo.echo("again") == "again"
+        finally:
+            third.close()
+    finally:
+        (tmp_path / "release").write_text("")
+        for c in held:
+            c.close()
 
 
 def test_truncated_upload_past_the_preread_is_not_answered_2xx(http_server):

@@ -62,6 +62,7 @@ class connection::exchange_impl final : public exchange {
   exchange_impl(std::shared_ptr<connection> c, request r, std::uint64_t id)
       : conn_(std::move(c)), req_(std::move(r)), id_(id) {}
   ~exchange_impl() override {
+    conn_->pending_->fetch_sub(1, std::memory_order_relaxed);
     // An app that dropped the exchange without finishing the response must
     // not leave the client hanging.
     if (!finished_) asio::post(conn_->socket_.get_executor(), [c = conn_, id = id_] { c->app_abort(id); });
@@ -100,7 +101,7 @@ class connection::exchange_impl final : public exchange {
 };
 
 connection::connection(socket_type socket, io_thread& thread, handler& app, const server_options& opts)
-    : socket_(std::move(socket)), thread_(thread), app_(app), opts_(opts) {
+    : socket_(std::move(socket)), thread_(thread), app_(app), opts_(opts), pending_(opts.pending_requests) {
   error_code ec;
   describe(socket_.remote_endpoint(ec), remote_host_, remote_port_);
   describe(socket_.local_endpoint(ec), local_host_, local_port_);
@@ -169,6 +170,19 @@ void connection::parse_header() {
     else
       break;
   }
+  // RFC 9110 section 2.5: a higher minor version of HTTP/1 is served as the
+  // highest we speak, 1.1. Beast refuses versions above 1.1, so a complete
+  // request line ending in "HTTP/1.<2-9>" gets its digit rewritten in place.
+  if (header_bytes_ == 0 && buffer_.size() > 0) {
+    auto* p = static_cast<char*>(buffer_.data().data());
+    auto* eol = static_cast<char*>(std::memchr(p, '\n', buffer_.size()));
+    std::size_t line = eol ? static_cast<std::size_t>(eol - p) : buffer_.size();
+    if (line > 0 && p[line - 1] == '\r') --line;  // the line without its CRLF
+    if (opts_.max_request_line && line > opts_.max_request_line) return fail_request(414, "request line too long");
+    if (eol && eol - p >= 10 && eol[-1] == '\r' && eol[-2] > '1' && eol[-2] <= '9' &&
+        std::memcmp(eol - 10, " HTTP/1.", 8) == 0)
+      eol[-2] = '1';
+  }
   error_code ec;
   auto used = parser_->put(buffer_.data(), ec);
   buffer_.consume(used);
@@ -213,13 +227,40 @@ void connection::on_header() {
   version_ = msg.version() == 10 ? 10 : 11;
   if (msg.version() != 10 && msg.version() != 11) return fail_request(505, "HTTP version not supported");
   is_head_ = msg.method() == bhttp::verb::head;
+  // One pass over the fields for every check below (Beast's count() and
+  // find() each search its case-insensitive index).
+  std::size_t fields = 0, hosts = 0, transfer_encodings = 0, content_lengths = 0;
+  const bhttp::fields::value_type* host = nullptr;
+  const bhttp::fields::value_type* te = nullptr;
+  const bhttp::fields::value_type* expect = nullptr;
+  for (auto& f : msg) {
+    ++fields;
+    switch (f.name()) {
+      case bhttp::field::host:
+        ++hosts;
+        host = &f;
+        break;
+      case bhttp::field::transfer_encoding:
+        ++transfer_encodings;
+        te = &f;
+        break;
+      case bhttp::field::content_length:
+        ++content_lengths;
+        break;
+      case bhttp::field::expect:
+        if (!expect) expect = &f;
+        break;
+      default:
+        break;
+    }
+  }
+  if (opts_.max_header_count && fields > opts_.max_header_count) return fail_request(431, "too many header fields");
   keep_alive_ = parser_->keep_alive();
   expect_continue_ = false;
   // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, a valid authority.
-  auto hosts = msg.count(bhttp::field::host);
   if (hosts > 1 || (hosts == 0 && version_ == 11)) return fail_request(400, "missing or repeated Host header");
   if (hosts == 1) {
-    for (unsigned char c : msg.find(bhttp::field::host)->value())
+    for (unsigned char c : host->value())
       if (c <= 0x20 || c == 0x7f || c == '/' || c == '@' || c == '\\' || c == '?' || c == '#')
         return fail_request(400, "invalid Host header");
   }
@@ -235,17 +276,14 @@ void connection::on_header() {
   if (!origin && !asterisk && !absolute) return fail_request(400, "invalid request target");
   // Section 6.1/6.3: a Transfer-Encoding must end in chunked, and must not
   // come with a Content-Length (request smuggling).
-  if (msg.count(bhttp::field::transfer_encoding) > 0) {
+  if (transfer_encodings > 0) {
     if (!parser_->chunked()) return fail_request(400, "Transfer-Encoding without chunked last");
     // Only chunked alone: other codings would reach the app still coded.
-    auto te = msg.find(bhttp::field::transfer_encoding);
-    if (msg.count(bhttp::field::transfer_encoding) != 1 || !iequals(te->value(), "chunked"))
+    if (transfer_encodings != 1 || !iequals(te->value(), "chunked"))
       return fail_request(501, "unsupported transfer coding");
-    if (msg.count(bhttp::field::content_length) > 0)
-      return fail_request(400, "both Transfer-Encoding and Content-Length");
+    if (content_lengths > 0) return fail_request(400, "both Transfer-Encoding and Content-Length");
   }
-  auto expect = msg.find(bhttp::field::expect);
-  if (expect != msg.end()) {
+  if (expect) {
     if (!iequals(expect->value(), "100-continue")) return fail_request(417, "unsupported Expect");
     expect_continue_ = version_ == 11;
   }
@@ -279,6 +317,7 @@ void connection::dispatch() {
   std::string_view traceparent;
   for (auto& f : msg) {
     r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    if (f.name() != bhttp::field::unknown) continue;  // none of the trace headers is a known field
     auto name = f.name_string();
     if (beast::iequals(name, "x-trace"))
       tc.trace_id = std::string(f.value());
@@ -304,6 +343,13 @@ void connection::dispatch() {
   r.remote_port = remote_port_;
   r.local_host = local_host_;
   r.local_port = local_port_;
+  // Load shedding: a request the app could only queue behind
+  // max_pending_requests others is refused at once (each exchange counts
+  // down when it ends).
+  if (pending_->fetch_add(1, std::memory_order_relaxed) >= opts_.max_pending_requests && opts_.max_pending_requests) {
+    pending_->fetch_sub(1, std::memory_order_relaxed);
+    return fail_request(503, "too many pending requests (max_pending_requests)");
+  }
   phase_ = phase::app;
   deadline_ = clock::time_point::max();
   auto ex = std::make_shared<exchange_impl>(self(), std::move(r), request_id_);

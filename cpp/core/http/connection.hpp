@@ -85,6 +85,8 @@ class connection final : public connection_base {
   io_thread& thread_;
   handler& app_;
   const server_options& opts_;
+  /// opts_.pending_requests, held so exchanges that outlive the server can still count down.
+  std::shared_ptr<std::atomic<std::size_t>> pending_;
 
   phase phase_ = phase::idle;
   clock::time_point deadline_ = clock::time_point::max();

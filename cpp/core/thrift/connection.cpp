@@ -8,6 +8,10 @@
 #include <boost/asio/write.hpp>
 
 #include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/transport/THeaderTransport.h>
+#include <thrift/transport/TBufferTransports.h>
 
 namespace baseplate::thrift {
 namespace asio = boost::asio;
@@ -16,6 +20,37 @@ using boost::system::error_code;
 namespace {
 constexpr const char* logger = "baseplate_serve.thrift";
 constexpr std::size_t read_chunk = 64 * 1024;
+
+/// The reply to a call refused for load: a TApplicationException
+/// (INTERNAL_ERROR) with the call's name and seqid; empty for a oneway call.
+/// Throws when the call is undecodable.
+std::string overloaded_reply(std::string_view payload, int protocol_id) {
+  namespace at = apache::thrift;
+  using at::transport::TMemoryBuffer;
+  auto in = std::make_shared<TMemoryBuffer>(reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload.data())),
+                                            static_cast<std::uint32_t>(payload.size()));
+  auto out = std::make_shared<TMemoryBuffer>();
+  auto limit = static_cast<std::int32_t>(payload.size());  // a name can't be longer than the message
+  std::unique_ptr<at::protocol::TProtocol> reader, writer;
+  if (protocol_id == at::protocol::T_COMPACT_PROTOCOL) {
+    reader = std::make_unique<at::protocol::TCompactProtocol>(in, limit, limit);
+    writer = std::make_unique<at::protocol::TCompactProtocol>(out);
+  } else {
+    reader = std::make_unique<at::protocol::TBinaryProtocol>(in, limit, limit, false, true);
+    writer = std::make_unique<at::protocol::TBinaryProtocol>(out);
+  }
+  std::string name;
+  at::protocol::TMessageType type;
+  std::int32_t seqid;
+  reader->readMessageBegin(name, type, seqid);
+  if (type == at::protocol::T_ONEWAY) return {};
+  at::TApplicationException x(at::TApplicationException::INTERNAL_ERROR,
+                              "server overloaded: too many pending requests (max_pending_requests)");
+  writer->writeMessageBegin(name, at::protocol::T_EXCEPTION, seqid);
+  x.write(writer.get());
+  writer->writeMessageEnd();
+  return out->getBufferAsString();
+}
 }  // namespace
 
 /// The app's handle on one call; every call is posted to the connection's
@@ -30,6 +65,7 @@ class connection::call_impl final : public call {
         protocol_id_(conn_->codec_.protocol_id()),
         type_(conn_->codec_.type()) {}
   ~call_impl() override {
+    conn_->pending_->fetch_sub(1, std::memory_order_relaxed);
     if (!done_) asio::post(conn_->socket_.get_executor(), [c = conn_, id = id_] { c->on_fail(id); });
   }
 
@@ -62,7 +98,7 @@ class connection::call_impl final : public call {
 };
 
 connection::connection(socket_type socket, io_thread& thread, handler& app, const server_options& opts)
-    : socket_(std::move(socket)), thread_(thread), app_(app), opts_(opts), codec_(opts.max_frame_size) {
+    : socket_(std::move(socket)), thread_(thread), app_(app), opts_(opts), pending_(opts.pending_requests), codec_(opts.max_frame_size) {
   error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   if (!ec && (ep.protocol().family() == AF_INET || ep.protocol().family() == AF_INET6)) {
@@ -99,6 +135,11 @@ void connection::next_message() {
     return next_message();
   }
   phase_ = phase::app;
+  // Load shedding: see max_pending_requests (each call counts down when it ends).
+  if (pending_->fetch_add(1, std::memory_order_relaxed) >= opts_.max_pending_requests && opts_.max_pending_requests) {
+    pending_->fetch_sub(1, std::memory_order_relaxed);
+    return shed();
+  }
   deadline_ = clock::time_point::max();
   auto trace = codec_.headers().find("Trace");
   trace_id_ = trace != codec_.headers().end() && !trace->second.empty() ? trace->second : "-";
@@ -108,6 +149,18 @@ void connection::next_message() {
   }
   log::scoped_trace scope(trace_id_);
   app_.handle(std::make_shared<call_impl>(self(), call_id_));
+}
+
+void connection::shed() {
+  std::string reply;
+  try {
+    reply = overloaded_reply(codec_.payload(), codec_.protocol_id());
+  } catch (const std::exception& e) {
+    return reject(e.what());
+  }
+  if (log::enabled(log::level::debug))
+    log::write(log::level::debug, logger, "refused a Thrift call from " + peer_ + ": too many pending requests");
+  on_reply(call_id_, std::move(reply), {}, false);
 }
 
 void connection::read_more() {

@@ -40,6 +40,8 @@ class connection final : public connection_base {
   std::shared_ptr<connection> self() { return std::static_pointer_cast<connection>(shared_from_this()); }
   void next_message();
   void read_more();
+  /// Answers the current call with a TApplicationException: max_pending_requests.
+  void shed();
   void on_reply(std::uint64_t id, std::string payload, headers_map headers, bool zlib);
   void on_fail(std::uint64_t id);
   void finish_call();
@@ -49,6 +51,8 @@ class connection final : public connection_base {
   io_thread& thread_;
   handler& app_;
   const server_options& opts_;
+  /// opts_.pending_requests, held so calls that outlive the server can still count down.
+  std::shared_ptr<std::atomic<std::size_t>> pending_;
   codec codec_;
   boost::beast::flat_buffer buffer_;
   std::string out_;
