@@ -1268,6 +1268,11 @@ def write_results(path: Path, results: Dict[str, List[Run]], info: Dict[str, str
                 av = [r.extra["answer_ms"] for r in ok]
                 lcell = f"{statistics.median(lv):.0f} ({min(lv):.0f}–{max(lv):.0f})" if lv else "no such line"
                 L.append(f"| {case.label} | {lcell} | {statistics.median(av):.0f} ({min(av):.0f}–{max(av):.0f}) |")
+    # The profile of where a request's CPU goes, and the next steps for the
+    # targets not met: written by hand from bench/profile.py's output.
+    profile_notes = BENCH / "PROFILE.md"
+    if profile_notes.exists():
+        L += ["", profile_notes.read_text().rstrip()]
     L += ["", "## Every run", "",
           "In the order run, per case: req/s; server CPU µs/req; p99 ms; other load (cores busy with anything"
           " but the server and the load generator during the run).", ""]
@@ -1362,9 +1367,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--png", type=Path, help="default: bench/results.png, or beside --results")
     parser.add_argument("--command", help="the reproduce command to record (default: this command line)")
     parser.add_argument("--plot", nargs=2, metavar=("DATA_JSON", "PNG"), help=argparse.SUPPRESS)
+    parser.add_argument("--rewrite", action="store_true",
+                        help="write the report again from the last run's bench/out/report.json (runs nothing;"
+                        " picks up a changed bench/PROFILE.md)")
     args = parser.parse_args(argv)
     if args.plot:
         return plot(Path(args.plot[0]), Path(args.plot[1]))
+    if args.rewrite:
+        saved = json.loads((OUT / "report.json").read_text())
+        runs = {k: [Run(**r) for r in v] for k, v in saved["results"].items()}
+        ns = argparse.Namespace(**saved["args"])
+        path = Path(saved["path"])
+        write_results(path, runs, saved["info"], ns, saved["command"],
+                      Path(saved["png"]) if saved["png"] else None, saved["notes"])
+        print(f"wrote {path}")
+        return None
     args.half_duration = args.half_duration or ("5s" if seconds(args.duration) >= 5 else args.duration)
     duration, half_duration = seconds(args.duration), seconds(args.half_duration)  # validate early
     results_path = args.results.resolve()
@@ -1415,6 +1432,10 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     command = args.command or " ".join(["python3", "bench/harness.py", *(argv if argv is not None else sys.argv[1:])])
     write_results(results_path, results, info, args, command, png, bench.notes)
+    (OUT / "report.json").write_text(json.dumps({
+        "results": {k: [asdict(r) for r in v] for k, v in results.items()}, "info": info, "command": command,
+        "args": {"repeats": args.repeats, "duration": args.duration, "half_duration": args.half_duration},
+        "path": str(results_path), "png": str(png) if png else "", "notes": bench.notes}, indent=1))
     print(f"wrote {results_path}" + (f" and {png}" if png.exists() else ""))
     print(results_path.read_text())
 

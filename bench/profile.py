@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Where a request's CPU goes: instructions per request, per thread and per
+function, counted by valgrind's callgrind (not timed, so the answer is the
+same on a busy machine).
+
+    python3 bench/profile.py [--dispatch gevent|threads|both] [--seconds 10] [--top 25]
+
+For each dispatch mode it serves examples/hello under callgrind twice: a
+short run (1 s of wrk) and a long one (--seconds). Start-up costs the same in
+both, so the difference between the two runs, divided by the difference in
+requests served, is the cost of one request. It prints that per thread
+(the I/O thread, the thread that runs Python) and the functions with the
+largest self cost. Needs valgrind and wrk; uses the project's .venv and the
+installed package (`make install`), or with --tree the in-place build of
+`make dev` (which keeps its symbols).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+HELLO = ROOT / "examples" / "hello"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ENV: Dict[str, str] = {}
+
+
+def serve_under_callgrind(ini: Path, seconds: int, out: Path) -> int:
+    """Runs the server under callgrind with wrk for `seconds`; returns the
+    number of requests wrk completed. One callgrind file per thread."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+         str(PYTHON), "-m", "baseplate_serve", "--bind", f"127.0.0.1:{port}", str(ini)],
+        cwd=HELLO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not come up under valgrind")
+                time.sleep(0.3)
+        wrk = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+                             capture_output=True, text=True, check=True).stdout
+        return int(re.search(r"(\d+) requests in", wrk).group(1)) + 1  # + the readiness probe
+    finally:
+        server.terminate()
+        server.wait(120)
+
+
+def thread_files(out: Path) -> Dict[int, Path]:
+    return {int(p.name.rsplit("-", 1)[1]): p for p in out.parent.glob(out.name + "-*")}
+
+
+def total(path: Path) -> int:
+    m = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def self_costs(path: Path) -> Dict[str, int]:
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+    costs: Dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            where = m.group(2).split(" [")[0]
+            name = where.split(":", 1)[1] if ":" in where and not where.startswith("???") else where
+            costs[name] = costs.get(name, 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def profile(dispatch: str, seconds: int, top: int, work: Path) -> None:
+    ini = work / f"{dispatch}.ini"
+    ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\ndispatch = {dispatch}\n\n"
+                   "[app:main]\nfactory = hello:make_app\n")
+    short, long_ = work / f"{dispatch}.short", work / f"{dispatch}.long"
+    n_short = serve_under_callgrind(ini, 1, short)
+    n_long = serve_under_callgrind(ini, seconds, long_)
+    n = n_long - n_short
+    fs, fl = thread_files(short), thread_files(long_)
+    print(f"\n== dispatch = {dispatch}: {n_long} - {n_short} = {n} requests")
+    rows: List[Tuple[int, int]] = []
+    for t in sorted(fl):
+        per = (total(fl[t]) - (total(fs[t]) if t in fs else 0)) / n
+        if per >= 100:
+            rows.append((t, int(per)))
+    # Threads are numbered in creation order: 1 is the main thread (the hub
+    # in gevent mode); python worker threads come after the I/O threads.
+    print("instructions per request, by thread (main = 1):")
+    for t, per in rows:
+        print(f"  thread {t:2d}: {per:7,d}")
+    print(f"  all      : {sum(p for _, p in rows):7,d}")
+    merged_s: Dict[str, int] = {}
+    merged_l: Dict[str, int] = {}
+    for t in fl:
+        for k, v in self_costs(fl[t]).items():
+            merged_l[k] = merged_l.get(k, 0) + v
+        if t in fs:
+            for k, v in self_costs(fs[t]).items():
+                merged_s[k] = merged_s.get(k, 0) + v
+    diffs = sorted(((merged_l.get(k, 0) - merged_s.get(k, 0)) / n, k) for k in merged_l)
+    print(f"top {top} functions by self cost (instructions per request):")
+    for per, k in reversed(diffs[-top:]):
+        print(f"  {per:7,.0f}  {k[:140]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dispatch", choices=["gevent", "threads", "both"], default="both")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--tree", action="store_true", help="profile the in-place build (make dev)")
+    args = parser.parse_args()
+    if args.tree:
+        ENV["PYTHONPATH"] = str(ROOT / "python")
+    if not PYTHON.exists():
+        sys.exit(f"{PYTHON} is missing: run `make install` first")
+    with tempfile.TemporaryDirectory() as tmp:
+        for dispatch in (["gevent", "threads"] if args.dispatch == "both" else [args.dispatch]):
+            profile(dispatch, args.seconds, args.top, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
