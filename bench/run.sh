@@ -69,7 +69,8 @@ args=()
 for s in "$@"; do args+=(--scenario "$s"); done
 [ -n "${BENCH_RESULTS:-}" ] && args+=(--results "$BENCH_RESULTS")
 # The reproduce command RESULTS.md records: the knobs that were set, and the scenarios.
-knobs="$(env | grep -E '^BENCH_[A-Z_]+=' | grep -vE '^BENCH_(SKIP_INSTALL|RESULTS|REPEATS|DURATION)=' | sort | tr '\n' ' ')"
+# (grep finds nothing when no other knob is set: not an error)
+knobs="$(env | grep -E '^BENCH_[A-Z_]+=' | grep -vE '^BENCH_(SKIP_INSTALL|RESULTS|REPEATS|DURATION)=' | sort | tr '\n' ' ' || true)"
 cmd="${knobs}BENCH_REPEATS=$BENCH_REPEATS BENCH_DURATION=$BENCH_DURATION bench/run.sh${*:+ $*}"
 [ -z "$knobs" ] && [ "$BENCH_REPEATS" = 3 ] && [ "$BENCH_DURATION" = 10s ] && [ $# = 0 ] && cmd="make bench"
 exec python3 "$BENCH/harness.py" "${args[@]}" --command "$cmd"
