@@ -9,6 +9,8 @@
 // prepare_payload), http::async_write; close on EOF/error or when the
 // request does not keep the connection alive.
 // Prints `listening on 127.0.0.1:PORT` once accepting; exits 0 on SIGTERM/SIGINT.
+#include "serve_main.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -61,38 +63,6 @@ class session : public std::enable_shared_from_this<session> {
   http::response<http::string_body> res_;
 };
 
-void accept(tcp::acceptor& acceptor) {
-  acceptor.async_accept([&acceptor](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<session>(std::move(socket))->read();
-    }
-    accept(acceptor);
-  });
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  const int port = argc == 2 ? std::atoi(argv[1]) : 0;
-  if (port <= 0 || port > 65535) {
-    std::cerr << "usage: beast_server PORT\n";
-    return 2;
-  }
-  asio::io_context ioc(1);
-  tcp::acceptor acceptor(ioc);
-  try {
-    acceptor = tcp::acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
-  } catch (const std::exception& e) {
-    std::cerr << "beast_server: cannot listen on 127.0.0.1:" << port << ": " << e.what() << "\n";
-    return 1;
-  }
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](error_code, int) { ioc.stop(); });
-  accept(acceptor);
-  std::printf("listening on 127.0.0.1:%d\n", port);
-  std::fflush(stdout);
-  ioc.run();
-  return 0;
-}
+int main(int argc, char** argv) { return bench::serve_main<session>(argc, argv, "beast_server"); }

@@ -14,6 +14,8 @@
 // Deliberately NOT an HTTP parser: a request ends at the first "\r\n\r\n", so
 // this baseline only handles GETs (requests without a body). That hand scan
 // is the point: it is the least work an Asio server can do per request.
+#include "serve_main.hpp"
+
 #include <boost/asio.hpp>
 
 #include <cstdio>
@@ -67,38 +69,6 @@ class session : public std::enable_shared_from_this<session> {
   std::string out_;  // responses being written
 };
 
-void accept(tcp::acceptor& acceptor) {
-  acceptor.async_accept([&acceptor](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<session>(std::move(socket))->read();
-    }
-    accept(acceptor);
-  });
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  const int port = argc == 2 ? std::atoi(argv[1]) : 0;
-  if (port <= 0 || port > 65535) {
-    std::cerr << "usage: raw_asio_server PORT\n";
-    return 2;
-  }
-  asio::io_context ioc(1);
-  tcp::acceptor acceptor(ioc);
-  try {
-    acceptor = tcp::acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
-  } catch (const std::exception& e) {
-    std::cerr << "raw_asio_server: cannot listen on 127.0.0.1:" << port << ": " << e.what() << "\n";
-    return 1;
-  }
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](error_code, int) { ioc.stop(); });
-  accept(acceptor);
-  std::printf("listening on 127.0.0.1:%d\n", port);
-  std::fflush(stdout);
-  ioc.run();
-  return 0;
-}
+int main(int argc, char** argv) { return bench::serve_main<session>(argc, argv, "raw_asio_server"); }
