@@ -15,9 +15,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include <cstdio>
-#include <cstdlib>
-#include <iostream>
 #include <memory>
 
 namespace asio = boost::asio;

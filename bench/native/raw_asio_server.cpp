@@ -18,9 +18,6 @@
 
 #include <boost/asio.hpp>
 
-#include <cstdio>
-#include <cstdlib>
-#include <iostream>
 #include <memory>
 #include <string>
 
