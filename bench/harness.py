@@ -1376,6 +1376,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.rewrite:
         saved = json.loads((OUT / "report.json").read_text())
         runs = {k: [Run(**r) for r in v] for k, v in saved["results"].items()}
+        if "granian" in saved:  # the thread settings granian-threads chose for http-hello
+            S["granian"].name = saved["granian"]
         ns = argparse.Namespace(**saved["args"])
         path = Path(saved["path"])
         write_results(path, runs, saved["info"], ns, saved["command"],
@@ -1435,7 +1437,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     (OUT / "report.json").write_text(json.dumps({
         "results": {k: [asdict(r) for r in v] for k, v in results.items()}, "info": info, "command": command,
         "args": {"repeats": args.repeats, "duration": args.duration, "half_duration": args.half_duration},
-        "path": str(results_path), "png": str(png) if png else "", "notes": bench.notes}, indent=1))
+        "path": str(results_path), "png": str(png) if png else "", "notes": bench.notes,
+        "granian": S["granian"].name}, indent=1))
     print(f"wrote {results_path}" + (f" and {png}" if png.exists() else ""))
     print(results_path.read_text())
 
