@@ -10,6 +10,7 @@ import time
 
 from typing import Any, Callable, Optional
 
+from baseplate_serve import _lifecycle
 from baseplate_serve._listener import describe
 from baseplate_serve._stackdump import dump_stacks
 
@@ -57,6 +58,7 @@ def run_custom_server(
 
 def _drain(drain_time: float) -> None:
     """Keeps serving for ``drain_time`` after the signal, as baseplate.py does."""
+    _lifecycle.notify_stop()
     if drain_time > 0:
         logger.info("Draining for %.3g s before stopping", drain_time)
         time.sleep(drain_time)

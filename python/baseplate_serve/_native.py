@@ -11,7 +11,7 @@ import time
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from baseplate_serve import _core
+from baseplate_serve import _core, _lifecycle
 from baseplate_serve._errors import AppError
 from baseplate_serve._file_wrapper import FileWrapper
 from baseplate_serve._listener import describe
@@ -198,6 +198,7 @@ class NativeServer:
     def _stopping(self, stop_signal: int) -> None:
         logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
         _ignore_stop_signals()
+        _lifecycle.notify_stop()
         if self._drain_time > 0:
             # Keep serving so load balancers notice before the listener goes.
             logger.info("Draining for %.3g s before stopping", self._drain_time)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from baseplate_serve import config
 from baseplate_serve._errors import ConfigError
 from baseplate_serve._factory import load_factory
+from baseplate_serve import _lifecycle
 from baseplate_serve._listener import describe
 from baseplate_serve._stackdump import dump_stacks
 
@@ -76,6 +77,7 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
     if on_ready is not None:
         on_ready()
     stop.wait()
+    _lifecycle.notify_stop()
     if parsed.drain_time and parsed.drain_time.total_seconds() > 0:
         logger.info("Draining for %.3g s before stopping", parsed.drain_time.total_seconds())
         gevent.sleep(parsed.drain_time.total_seconds())
