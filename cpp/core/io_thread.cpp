@@ -29,7 +29,10 @@ void io_thread::at_end_of_round(std::function<void()> f) {
 io_thread::io_thread(std::function<void()> on_closed)
     : guard_(boost::asio::make_work_guard(ctx_)), sweep_timer_(ctx_), on_closed_(std::move(on_closed)) {}
 
-io_thread::~io_thread() { stop(); }
+io_thread::~io_thread() {
+  stop();
+  gate_->close();
+}
 
 void io_thread::start() {
   sweep();

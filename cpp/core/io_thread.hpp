@@ -2,6 +2,7 @@
 /// One I/O thread: an io_context run by one std::thread, the connections
 /// it owns, and a once-a-second sweep that enforces their deadlines.
 #include "connection_base.hpp"
+#include "stream_connection.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,6 +24,8 @@ class io_thread {
   ~io_thread();
 
   boost::asio::io_context& context() { return ctx_; }
+  /// The door app threads post through; it closes when this thread is destroyed.
+  const std::shared_ptr<post_gate>& gate() const { return gate_; }
 
   /// Starts the thread. The io_context runs until stop().
   void start();
@@ -51,6 +54,7 @@ class io_thread {
   std::unordered_map<connection_base*, std::shared_ptr<connection_base>> connections_;
   std::function<void()> on_closed_;
   std::vector<std::function<void()>> end_of_round_;  ///< pending at_end_of_round work
+  std::shared_ptr<post_gate> gate_ = std::make_shared<post_gate>(ctx_);
   std::thread thread_;
 };
 

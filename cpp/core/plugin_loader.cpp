@@ -17,6 +17,34 @@ const char* host_trace_id() { return log::current_trace_id().c_str(); }
 const plugin::host_api host{host_log, host_log_enabled, host_trace_id, thrift::plugin_request_header,
                             thrift::plugin_set_reply_header};
 
+/// The boundary between the server and a native HTTP app: whatever the app
+/// throws (a std::exception or anything else) is logged with the app's
+/// name, and the request is answered 500 (or its connection closed when the
+/// response had begun); the I/O thread keeps serving.
+class guarded_handler final : public http::handler {
+ public:
+  guarded_handler(std::shared_ptr<http::handler> app, std::string name) : app_(std::move(app)), name_(std::move(name)) {}
+
+  void handle(std::shared_ptr<http::exchange> ex) override {
+    try {
+      app_->handle(ex);
+    } catch (const std::exception& e) {
+      fail(*ex, e.what());
+    } catch (...) {
+      fail(*ex, "a non-standard exception");
+    }
+  }
+
+ private:
+  void fail(http::exchange& ex, const std::string& what) {
+    log::write(log::level::error, "baseplate_serve.http", name_ + " failed: " + what);
+    ex.abort();
+  }
+
+  std::shared_ptr<http::handler> app_;
+  std::string name_;
+};
+
 std::string dl_error() {
   const char* e = ::dlerror();
   return e ? e : "unknown error";
@@ -28,7 +56,7 @@ const plugin::host_api& plugin_host() { return host; }
 
 loaded_plugin::loaded_plugin(const std::string& path, const std::string& factory,
                              const boost::property_tree::ptree& config)
-    : config_(config) {
+    : name_(path + ":" + factory), config_(config) {
   handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle_) throw plugin_error("cannot load native app " + path + ": " + dl_error());
   auto* version = static_cast<const int*>(::dlsym(handle_, "baseplate_plugin_sdk_version"));
@@ -52,6 +80,7 @@ loaded_plugin::loaded_plugin(const std::string& path, const std::string& factory
   }
   if (!app_.http && !app_.thrift)
     throw plugin_error(path + ":" + factory + " returned neither an HTTP handler nor a Thrift processor");
+  if (app_.http) app_.http = std::make_shared<guarded_handler>(std::move(app_.http), name_);
 }
 
 }  // namespace baseplate

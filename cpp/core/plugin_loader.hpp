@@ -32,9 +32,13 @@ class loaded_plugin {
   /// callbacks and its static destructors at exit, so it is never unloaded.
   ~loaded_plugin() = default;
 
+  /// The app's HTTP handler is wrapped: exceptions stop at the boundary.
   const plugin::app& app() const { return app_; }
+  /// "path:factory", for log lines.
+  const std::string& name() const { return name_; }
 
  private:
+  std::string name_;
   void* handle_ = nullptr;  ///< from dlopen; deliberately never dlclose()d
   boost::property_tree::ptree config_;
   plugin::app app_;

@@ -140,7 +140,7 @@ class py_server {
       http_target_ = plugin_->app().http.get();
       return "http";
     }
-    native_thrift_ = std::make_unique<thrift::processor_handler>(plugin_->app().thrift);
+    native_thrift_ = std::make_unique<thrift::processor_handler>(plugin_->app().thrift, plugin_->name());
     thrift_target_ = native_thrift_.get();
     return "thrift";
   }

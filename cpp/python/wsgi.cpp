@@ -1,7 +1,7 @@
 #include "wsgi.hpp"
 
 #include "dispatch.hpp"
-#include "http/response_head.hpp"
+#include "http/response_writer.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/beast/http/error.hpp>
@@ -201,27 +201,79 @@ class responder {
   /// The write() callable: sends at once and waits for the network.
   void write(const py::bytes& data) {
     if (!head_) throw py::value_error("write() before start_response");
-    flush_body(std::string(data), false, true);
+    send_ref(data.ptr(), false);
   }
 
-  /// Adds one body piece from the iterable; sends when worth it.
+  /// Adds one body piece from the iterable: a list's small pieces are
+  /// gathered and sent whole, anything else is sent from where it is.
   void add(PyObject* chunk) {
+    check_item(chunk);
+    Py_ssize_t n = PyBytes_GET_SIZE(chunk);
+    if (n == 0) return;
+    if (streaming_) return send_ref(chunk, false);
+    pending_.append(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(n));
+  }
+
+  /// A body item must be bytes, after start_response.
+  void check_item(PyObject* chunk) const {
     if (!PyBytes_Check(chunk)) {
       PyErr_Format(PyExc_TypeError, "WSGI body items must be bytes, not %.100s", Py_TYPE(chunk)->tp_name);
       throw py::error_already_set();
     }
-    if (!head_) throw py::value_error("the app returned body bytes before calling start_response");
-    Py_ssize_t n = PyBytes_GET_SIZE(chunk);
-    if (n == 0) return;
-    pending_.append(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(n));
-    // A list body is already whole in memory: send it in one write with a
-    // Content-Length. An iterator's pieces go out as they come.
-    if (streaming_) {
-      std::string body;
-      body.swap(pending_);
-      flush_body(std::move(body), false, true);
+    if (!head_ && !head_sent_) throw py::value_error("the app returned body bytes before calling start_response");
+  }
+
+  /// Sends the bytes object `chunk` without copying it: the write refers to
+  /// its buffer, and the caller, which holds a reference, waits until the
+  /// write is done (GIL released). Memory stays bounded by what the app
+  /// holds, whatever the body's size.
+  void send_ref(PyObject* chunk, bool last) {
+    if (client_gone_) raise_io("writing the response", boost::asio::error::connection_reset);
+    http::response_part part;
+    if (!head_sent_) {
+      part.head = std::move(*head_);
+      head_sent_ = true;
+    }
+    part.body_ref = std::string_view(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(PyBytes_GET_SIZE(chunk)));
+    part.last = last;
+    auto w = waiter::make();
+    ex_->write(std::move(part), [w](error_code ec) { w->complete(ec); });
+    if (auto ec = w->wait()) {
+      client_gone_ = true;
+      raise_io("writing the response", ec);
     }
   }
+
+  /// A list or tuple body: sent whole in one write when small, else item by
+  /// item from where the items are, under a Content-Length of the total
+  /// (unless the app set one). Item types are checked before anything goes out.
+  void send_sequence(PyObject* seq) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    std::uint64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
+      check_item(item);
+      total += static_cast<std::uint64_t>(PyBytes_GET_SIZE(item));
+    }
+    if (total <= copy_limit) {
+      for (Py_ssize_t i = 0; i < n; ++i) add(PySequence_Fast_GET_ITEM(seq, i));
+      return finish();
+    }
+    if (!head_) throw py::value_error("the app returned without calling start_response");
+    bool has_length = false;
+    for (auto& [name, value] : head_->headers) has_length = has_length || strcasecmp(name.c_str(), "content-length") == 0;
+    if (!has_length) head_->headers.emplace_back("Content-Length", std::to_string(total));
+    Py_ssize_t last = n - 1;
+    while (last >= 0 && PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(seq, last)) == 0) --last;
+    for (Py_ssize_t i = 0; i <= last; ++i) {
+      PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
+      if (PyBytes_GET_SIZE(item) > 0) send_ref(item, i == last);
+    }
+  }
+
+  /// List bodies up to this size are copied into one write: one system
+  /// call, and the common small response never waits for the network.
+  static constexpr std::uint64_t copy_limit = 256 * 1024;
 
   /// Finishes the response: head (if not yet sent) and what is pending.
   void finish() {
@@ -672,9 +724,7 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     }
     if (!sent_file) {
       if (plain) {
-        PyObject* seq = result.ptr();
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-        for (Py_ssize_t i = 0; i < n; ++i) resp->add(PySequence_Fast_GET_ITEM(seq, i));
+        resp->send_sequence(result.ptr());
       } else {
         resp->set_streaming();
         py::iterator it = py::iter(result);
@@ -682,8 +732,8 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
           resp->add(it->ptr());
           ++it;
         }
+        resp->finish();
       }
-      resp->finish();
     }
   } catch (py::error_already_set& e) {
     on_error(e);

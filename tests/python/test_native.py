@@ -224,7 +224,7 @@ def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
     err = server.stderr.strip().splitlines()
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: ")
-    assert "built against SDK version 999; this server has SDK version 1" in err[0]
+    assert "built against SDK version 999; this server has SDK version 2" in err[0]
 
 
 @pytest.mark.parametrize(

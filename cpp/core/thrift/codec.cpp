@@ -1,5 +1,6 @@
 #include "codec.hpp"
 
+#include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/protocol/TProtocolException.h>
@@ -367,6 +368,32 @@ std::string codec::encode(std::string_view payload, const headers_map& headers, 
   std::string_view body(reinterpret_cast<const char*>(f->payload), f->payload_size);
   return build_header_frame(reinterpret_cast<const std::uint8_t*>(frame.data()), *f, {zlib_transform},
                             zlib_deflate(body));
+}
+
+std::string exception_reply(std::string_view payload, int protocol_id, const std::string& message) {
+  using at::transport::TMemoryBuffer;
+  auto in = std::make_shared<TMemoryBuffer>(reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload.data())),
+                                            static_cast<std::uint32_t>(payload.size()));
+  auto out = std::make_shared<TMemoryBuffer>();
+  auto limit = static_cast<std::int32_t>(payload.size());  // a name can't be longer than the message
+  std::unique_ptr<at::protocol::TProtocol> reader, writer;
+  if (protocol_id == at::protocol::T_COMPACT_PROTOCOL) {
+    reader = std::make_unique<at::protocol::TCompactProtocol>(in, limit, limit);
+    writer = std::make_unique<at::protocol::TCompactProtocol>(out);
+  } else {
+    reader = std::make_unique<at::protocol::TBinaryProtocol>(in, limit, limit, false, true);
+    writer = std::make_unique<at::protocol::TBinaryProtocol>(out);
+  }
+  std::string name;
+  at::protocol::TMessageType type;
+  std::int32_t seqid;
+  reader->readMessageBegin(name, type, seqid);
+  if (type == at::protocol::T_ONEWAY) return {};
+  at::TApplicationException x(at::TApplicationException::INTERNAL_ERROR, message);
+  writer->writeMessageBegin(name, at::protocol::T_EXCEPTION, seqid);
+  x.write(writer.get());
+  writer->writeMessageEnd();
+  return out->getBufferAsString();
 }
 
 }  // namespace baseplate::thrift

@@ -41,6 +41,11 @@ struct message_bounds {
 /// skip() to find its end. `max_frame`: the largest message accepted.
 message_bounds find_message(const std::uint8_t* data, std::size_t size, std::size_t max_frame);
 
+/// The reply that fails a call with a TApplicationException (INTERNAL_ERROR,
+/// `message`) under the call's name and seqid, in its protocol (binary or
+/// compact); empty for a oneway call. Throws when the call is undecodable.
+std::string exception_reply(std::string_view payload, int protocol_id, const std::string& message);
+
 /// Decodes the requests and encodes the replies of one connection. A reply
 /// must go through the codec that read its request: the client type,
 /// protocol, sequence id and transforms carry over, as in libthrift.

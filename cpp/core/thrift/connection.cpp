@@ -7,7 +7,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
-#include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
 #include <thrift/transport/THeaderTransport.h>
@@ -21,36 +20,6 @@ namespace {
 constexpr const char* logger = "baseplate_serve.thrift";
 constexpr std::size_t read_chunk = 64 * 1024;
 
-/// The reply to a call refused for load: a TApplicationException
-/// (INTERNAL_ERROR) with the call's name and seqid; empty for a oneway call.
-/// Throws when the call is undecodable.
-std::string overloaded_reply(std::string_view payload, int protocol_id) {
-  namespace at = apache::thrift;
-  using at::transport::TMemoryBuffer;
-  auto in = std::make_shared<TMemoryBuffer>(reinterpret_cast<std::uint8_t*>(const_cast<char*>(payload.data())),
-                                            static_cast<std::uint32_t>(payload.size()));
-  auto out = std::make_shared<TMemoryBuffer>();
-  auto limit = static_cast<std::int32_t>(payload.size());  // a name can't be longer than the message
-  std::unique_ptr<at::protocol::TProtocol> reader, writer;
-  if (protocol_id == at::protocol::T_COMPACT_PROTOCOL) {
-    reader = std::make_unique<at::protocol::TCompactProtocol>(in, limit, limit);
-    writer = std::make_unique<at::protocol::TCompactProtocol>(out);
-  } else {
-    reader = std::make_unique<at::protocol::TBinaryProtocol>(in, limit, limit, false, true);
-    writer = std::make_unique<at::protocol::TBinaryProtocol>(out);
-  }
-  std::string name;
-  at::protocol::TMessageType type;
-  std::int32_t seqid;
-  reader->readMessageBegin(name, type, seqid);
-  if (type == at::protocol::T_ONEWAY) return {};
-  at::TApplicationException x(at::TApplicationException::INTERNAL_ERROR,
-                              "server overloaded: too many pending requests (max_pending_requests)");
-  writer->writeMessageBegin(name, at::protocol::T_EXCEPTION, seqid);
-  x.write(writer.get());
-  writer->writeMessageEnd();
-  return out->getBufferAsString();
-}
 }  // namespace
 
 /// The app's handle on one call; every call is posted to the connection's
@@ -66,7 +35,7 @@ class connection::call_impl final : public call {
         type_(conn_->codec_.type()) {}
   ~call_impl() override {
     conn_->pending_->fetch_sub(1, std::memory_order_relaxed);
-    if (!done_) asio::post(conn_->socket_.get_executor(), [c = conn_, id = id_] { c->on_fail(id); });
+    if (!done_) conn_->post([c = conn_, id = id_] { c->on_fail(id); });
   }
 
   std::string_view payload() const override { return payload_; }
@@ -77,14 +46,13 @@ class connection::call_impl final : public call {
 
   void reply(std::string payload, headers_map headers, bool zlib) override {
     done_ = true;
-    asio::post(conn_->socket_.get_executor(),
-               [c = conn_, id = id_, p = std::move(payload), h = std::move(headers), zlib]() mutable {
+    conn_->post([c = conn_, id = id_, p = std::move(payload), h = std::move(headers), zlib]() mutable {
                  c->on_reply(id, std::move(p), std::move(h), zlib);
                });
   }
   void fail() override {
     done_ = true;
-    asio::post(conn_->socket_.get_executor(), [c = conn_, id = id_] { c->on_fail(id); });
+    conn_->post([c = conn_, id = id_] { c->on_fail(id); });
   }
 
  private:
@@ -98,17 +66,7 @@ class connection::call_impl final : public call {
 };
 
 connection::connection(socket_type socket, io_thread& thread, handler& app, const server_options& opts)
-    : socket_(std::move(socket)), thread_(thread), app_(app), opts_(opts), pending_(opts.pending_requests), codec_(opts.max_frame_size) {
-  error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
-  if (!ec && (ep.protocol().family() == AF_INET || ep.protocol().family() == AF_INET6)) {
-    asio::ip::tcp::endpoint tcp;
-    std::memcpy(tcp.data(), ep.data(), ep.size());
-    peer_ = tcp.address().to_string() + ":" + std::to_string(tcp.port());
-  } else {
-    peer_ = "a local client";
-  }
-}
+    : stream_connection(std::move(socket), thread, opts), app_(app), codec_(opts.max_frame_size) {}
 
 connection::~connection() = default;
 
@@ -136,10 +94,7 @@ void connection::next_message() {
   }
   phase_ = phase::app;
   // Load shedding: see max_pending_requests (each call counts down when it ends).
-  if (pending_->fetch_add(1, std::memory_order_relaxed) >= opts_.max_pending_requests && opts_.max_pending_requests) {
-    pending_->fetch_sub(1, std::memory_order_relaxed);
-    return shed();
-  }
+  if (!admit()) return shed();
   deadline_ = clock::time_point::max();
   auto trace = codec_.headers().find("Trace");
   trace_id_ = trace != codec_.headers().end() && !trace->second.empty() ? trace->second : "-";
@@ -154,7 +109,8 @@ void connection::next_message() {
 void connection::shed() {
   std::string reply;
   try {
-    reply = overloaded_reply(codec_.payload(), codec_.protocol_id());
+    reply = exception_reply(codec_.payload(), codec_.protocol_id(),
+                            "server overloaded: too many pending requests (max_pending_requests)");
   } catch (const std::exception& e) {
     return reject(e.what());
   }
@@ -167,7 +123,7 @@ void connection::read_more() {
   bool idle = buffer_.size() == 0;
   phase_ = idle ? phase::idle : phase::reading;
   deadline_ = clock::now() + (idle ? opts_.keepalive_timeout : opts_.io_timeout);
-  socket_.async_read_some(buffer_.prepare(read_chunk), [self = self()](error_code ec, std::size_t n) {
+  socket().async_read_some(buffer_.prepare(read_chunk), [self = self()](error_code ec, std::size_t n) {
     if (self->phase_ == phase::closed) return;
     if (ec) {
       if (self->buffer_.size() > 0 && ec == asio::error::eof)
@@ -191,7 +147,7 @@ void connection::on_reply(std::uint64_t id, std::string payload, headers_map hea
   }
   phase_ = phase::writing;
   deadline_ = clock::now() + opts_.io_timeout;
-  asio::async_write(socket_, asio::buffer(out_), [self = self()](error_code ec, std::size_t) {
+  asio::async_write(socket(), asio::buffer(out_), [self = self()](error_code ec, std::size_t) {
     if (self->phase_ == phase::closed) return;
     if (ec) return self->close();
     self->finish_call();
@@ -221,24 +177,6 @@ void connection::finish_call() {
 void connection::reject(const std::string& why) {
   log::write(log::level::warning, logger, "closing Thrift connection from " + peer_ + ": " + why);
   close();
-}
-
-void connection::shutdown() {
-  stopping_ = true;
-  if (phase_ == phase::idle) close();
-}
-
-void connection::close() {
-  if (phase_ == phase::closed) return;
-  auto keep = self();
-  phase_ = phase::closed;
-  error_code ec;
-  socket_.close(ec);
-  thread_.remove(this);
-}
-
-void connection::check_deadline(clock::time_point now) {
-  if (phase_ != phase::closed && now >= deadline_) close();
 }
 
 }  // namespace baseplate::thrift

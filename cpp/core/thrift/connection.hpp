@@ -2,12 +2,10 @@
 /// One Thrift connection: finds each message in the byte stream, decodes it
 /// with the connection's codec, hands it to the app, and writes the reply in
 /// the client's framing. Calls on one connection are answered in order.
-#include "../connection_base.hpp"
-#include "../options.hpp"
+#include "../stream_connection.hpp"
 #include "call.hpp"
 #include "codec.hpp"
 
-#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <memory>
@@ -19,17 +17,12 @@ class io_thread;
 
 namespace baseplate::thrift {
 
-class connection final : public connection_base {
+class connection final : public stream_connection {
  public:
-  using socket_type = boost::asio::generic::stream_protocol::socket;
-
   connection(socket_type socket, io_thread& thread, handler& app, const server_options& opts);
   ~connection() override;
 
   void start() override;
-  void shutdown() override;
-  void close() override;
-  void check_deadline(clock::time_point now) override;
 
  private:
   class call_impl;
@@ -38,6 +31,8 @@ class connection final : public connection_base {
   enum class phase { idle, reading, app, writing, closed };
 
   std::shared_ptr<connection> self() { return std::static_pointer_cast<connection>(shared_from_this()); }
+  bool idle() const override { return phase_ == phase::idle; }
+  void on_close() override { phase_ = phase::closed; }
   void next_message();
   void read_more();
   /// Answers the current call with a TApplicationException: max_pending_requests.
@@ -47,21 +42,13 @@ class connection final : public connection_base {
   void finish_call();
   void reject(const std::string& why);
 
-  socket_type socket_;
-  io_thread& thread_;
   handler& app_;
-  const server_options& opts_;
-  /// opts_.pending_requests, held so calls that outlive the server can still count down.
-  std::shared_ptr<std::atomic<std::size_t>> pending_;
   codec codec_;
   boost::beast::flat_buffer buffer_;
   std::string out_;
   std::size_t message_size_ = 0;  ///< bytes of the message being served
   std::uint64_t call_id_ = 0;
   phase phase_ = phase::idle;
-  bool stopping_ = false;
-  clock::time_point deadline_ = clock::time_point::max();
-  std::string peer_;
   std::string trace_id_ = "-";   ///< of the current call, for native records
   std::string method_;           ///< of the current call (access log)
   clock::time_point started_;    ///< of the current call (access log)

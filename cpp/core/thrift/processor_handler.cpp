@@ -1,13 +1,16 @@
 #include "processor_handler.hpp"
 
 #include "../log.hpp"
+#include "codec.hpp"
 #include "plugin_headers.hpp"
 
 #include <thrift/TProcessor.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/protocol/TCompactProtocol.h>
+#include <thrift/protocol/TProtocolException.h>
 #include <thrift/protocol/TProtocolTypes.h>
 #include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TTransportException.h>
 
 namespace baseplate::thrift {
 namespace at = apache::thrift;
@@ -36,7 +39,23 @@ void plugin_set_reply_header(const char* key, const char* value) {
   if (reply_headers && key && value) (*reply_headers)[key] = value;
 }
 
-processor_handler::processor_handler(std::shared_ptr<at::TProcessor> processor) : processor_(std::move(processor)) {}
+processor_handler::processor_handler(std::shared_ptr<at::TProcessor> processor, std::string name)
+    : processor_(std::move(processor)), name_(std::move(name)) {}
+
+void processor_handler::fail_call(call& c, const std::string& what) {
+  // What a generated processor lets escape besides protocol errors is the
+  // app's own failure: the caller gets a TApplicationException (oneway
+  // calls get nothing), the server keeps serving.
+  std::string reply;
+  try {
+    reply = exception_reply(c.payload(), c.protocol_id(), "Internal error");
+  } catch (const std::exception&) {
+    c.fail();
+    return;
+  }
+  log::write(log::level::error, "baseplate_serve.thrift", name_ + " failed: " + what);
+  c.reply(std::move(reply), {});
+}
 
 void processor_handler::handle(std::shared_ptr<call> c) {
   auto payload = c->payload();
@@ -60,11 +79,20 @@ void processor_handler::handle(std::shared_ptr<call> c) {
     // Generated processors answer app exceptions and unknown methods
     // themselves; what escapes broke the protocol.
     processor_->process(iprot, oprot, nullptr);
-  } catch (const std::exception& e) {
+  } catch (const at::protocol::TProtocolException& e) {
     log::write(log::level::warning, "baseplate_serve.thrift",
                "closing Thrift connection from " + c->peer() + ": undecodable request (" + e.what() + ")");
     c->fail();
     return;
+  } catch (const at::transport::TTransportException& e) {
+    log::write(log::level::warning, "baseplate_serve.thrift",
+               "closing Thrift connection from " + c->peer() + ": undecodable request (" + e.what() + ")");
+    c->fail();
+    return;
+  } catch (const std::exception& e) {
+    return fail_call(*c, e.what());
+  } catch (...) {
+    return fail_call(*c, "a non-standard exception");
   }
   c->reply(out->getBufferAsString(), std::move(reply));
 }

@@ -29,7 +29,7 @@ class TProcessor;
 /// The plugin ABI version. A plugin built against another version is
 /// refused at load with a message naming both.
 #ifndef BASEPLATE_SDK_VERSION
-#define BASEPLATE_SDK_VERSION 1
+#define BASEPLATE_SDK_VERSION 2
 #endif
 
 namespace baseplate::plugin {
