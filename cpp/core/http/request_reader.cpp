@@ -85,6 +85,13 @@ request_reader::result request_reader::read_head(beast::flat_buffer& in) {
     std::size_t line = eol ? static_cast<std::size_t>(eol - p) : in.size();
     if (line > 0 && p[line - 1] == '\r') --line;  // the line without its CRLF
     if (opts_.max_request_line && line > opts_.max_request_line) return reject(414, "request line too long");
+    // Beast judges the version as soon as its bytes are there; the rewrite
+    // below needs the whole line. Waiting for it keeps the answer the same
+    // however the line arrives.
+    if (!eol) {
+      if (in.size() > opts_.max_header_size) return reject(414, "request target too long");
+      return result::need_more;
+    }
     // RFC 9110 section 2.5: a higher minor version of HTTP/1 is served as
     // the highest we speak, 1.1. Beast refuses versions above 1.1, so a
     // complete request line ending in "HTTP/1.<2-9>" gets its digit
