@@ -182,6 +182,7 @@ std::vector<request_case> request_cases() {
   c.push_back({"version_two_digits", get("/", "", "HTTP/1.10"), 400});
   c.push_back({"version_garbage", get("/", "", "HTCPCP/1.0"), 400});
   c.push_back({"request_line_two_parts", "GET /\r\nHost: h\r\n\r\n", 400});
+  c.push_back({"request_line_bare_cr", "GET / HTTP/1.1\rHost: h\r\r", 400});
   c.push_back({"request_line_bare_lf", "GET / HTTP/1.1\nHost: h\n\n", 400});
   c.push_back({"leading_crlfs_ignored", "\r\n\r\n" + get("/"), 200});
   c.push_back({"request_line_at_limit", get("/" + std::string(8 * 1024 - 15, 'a')), 200});

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -37,17 +36,17 @@ import threading
 import time
 import zlib
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.Thrift import TMessageType
 from thrift.transport import TSocket, TTransport
-from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID
 
+from clients import TRACEBACK, Incomplete, Log, RawConnection, frame, header_frame, header_protocol, raw_exchange
 from conftest import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +54,7 @@ EXAMPLE = ROOT / "examples" / "thrift_echo"
 sys.path.insert(0, str(EXAMPLE / "gen"))
 from echo import Echo  # noqa: E402  (the example's generated code)
 
-TRACEBACK = "Traceback (most recent call last)"
 #: A log record's first line (docs/logging.md).
-RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.M)
 
 
 def _server_env() -> Optional[Dict[str, str]]:
@@ -288,199 +285,16 @@ MAX_BODY = 100000
 # --------------------------------------------------------------------------
 
 
-class Closed(Exception):
-    """The connection ended before the response did."""
-
-    def __init__(self, message: str, partial: bytes) -> None:
-        super().__init__(message)
-        self.partial = partial
-
-
-@dataclass
-class Response:
-    version: str
-    status: int
-    reason: str
-    headers: List[Tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-    def header(self, name: str) -> Optional[str]:
-        values = [v for k, v in self.headers if k == name.lower()]
-        return ", ".join(values) if values else None
-
-
-class Conn:
-    """A client socket with a byte buffer and a strict response parser."""
-
-    def __init__(self, port: int, timeout: float = 10) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = bytearray()
-        self.eof = False
-
-    def __enter__(self) -> "Conn":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    @property
-    def local_port(self) -> int:
-        return self.sock.getsockname()[1]
-
-    def send(self, data: bytes) -> bool:
-        """Sends all of ``data``; False when the server closed first."""
-        try:
-            self.sock.sendall(data)
-            return True
-        except (BrokenPipeError, ConnectionResetError):
-            return False
-
-    def _fill(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = self.sock.recv(262144)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
-
-    def _take(self, n: int) -> bytes:
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def read_until(self, sep: bytes) -> bytes:
-        while True:
-            i = self.buf.find(sep)
-            if i >= 0:
-                return self._take(i + len(sep))
-            if not self._fill():
-                raise Closed(f"connection closed before {sep!r}", bytes(self.buf))
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise Closed(f"connection closed with {len(self.buf)} of {n} bytes", bytes(self.buf))
-        return self._take(n)
-
-    def read_to_eof(self) -> bytes:
-        while self._fill():
-            pass
-        return self._take(len(self.buf))
-
-    def read_response(self, method: str = "GET") -> Response:
-        head = self.read_until(b"\r\n\r\n").decode("latin-1")
-        lines = head[:-4].split("\r\n")
-        m = re.fullmatch(r"(HTTP/\d\.\d) (\d{3}) ?(.*)", lines[0])
-        assert m, f"bad status line {lines[0]!r}"
-        resp = Response(m[1], int(m[2]), m[3])
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            assert sep and name == name.strip() and "\r" not in line, f"bad header line {line!r}"
-            resp.headers.append((name.lower(), value.strip()))
-        if 100 <= resp.status < 200 or method == "HEAD" or resp.status in (204, 304):
-            return resp
-        te = resp.header("transfer-encoding")
-        if te is not None:
-            assert te.lower() == "chunked", te
-            resp.body = self._read_chunked()
-        elif resp.header("content-length") is not None:
-            resp.body = self.read_exact(int(resp.header("content-length")))
-        else:
-            resp.body = self.read_to_eof()
-        return resp
-
-    def read_final_response(self, method: str = "GET") -> Response:
-        """The first non-1xx response (skipping interim ones)."""
-        while True:
-            resp = self.read_response(method)
-            if resp.status >= 200:
-                return resp
-
-    def _read_chunked(self) -> bytes:
-        body = bytearray()
-        while True:
-            size_line = self.read_until(b"\r\n")
-            size = int(size_line.split(b";")[0].strip(), 16)
-            if size == 0:
-                self.read_until(b"\r\n")
-                return bytes(body)
-            body += self.read_exact(size)
-            assert self.read_exact(2) == b"\r\n"
-
-    def closed_by_peer(self, timeout: float = 10) -> bool:
-        """True when the server closes (EOF or reset) within ``timeout`` and
-        sends nothing more."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.eof:
-                return not self.buf
-            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                return False
-            self._fill()
-        return self.eof and not self.buf
-
-    def wait_closed(self, timeout: float) -> Tuple[bool, bytes]:
-        """Reads until the server closes or ``timeout`` passes; returns
-        (closed, bytes received)."""
-        deadline = time.monotonic() + timeout
-        while not self.eof and time.monotonic() < deadline:
-            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-            if r:
-                self._fill()
-        return self.eof, self._take(len(self.buf))
-
-
 def get(path: str, extra: str = "", version: str = "HTTP/1.1") -> bytes:
     return f"GET {path} {version}\r\nHost: test\r\n{extra}\r\n".encode("latin-1")
-
-
-def exchange(port: int, raw: bytes, method: str = "GET") -> Response:
-    with Conn(port) as c:
-        c.send(raw)
-        return c.read_response(method)
 
 
 def assert_serving(port: int) -> None:
     """A normal request on a new connection is answered at once."""
     start = time.monotonic()
-    resp = exchange(port, get("/fast"))
+    resp = raw_exchange(port, get("/fast"))
     assert (resp.status, resp.body) == (200, b"fast")
     assert time.monotonic() - start < 5
-
-
-class Log:
-    """What a server printed from now on."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.mark = len(server.stdout)
-
-    @property
-    def out(self) -> str:
-        return self.server.stdout[self.mark :]
-
-    def wait_for(self, pattern: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.out):
-                return self.out
-            time.sleep(0.02)
-        raise AssertionError(f"no {pattern!r} in the server log within {timeout}s:\n{self.out}\n{self.server.stderr}")
-
-    def records(self) -> List[str]:
-        """Log records (with their continuation lines) written since the mark."""
-        out = self.out
-        starts = [m.start() for m in RECORD.finditer(out)]
-        return [out[a:b] for a, b in zip(starts, starts[1:] + [len(out)])]
 
 
 def wait_for_file(path: Path, timeout: float = 15) -> str:
@@ -656,7 +470,7 @@ CASES: Dict[str, Case] = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_request(http_server, name):
     case = CASES[name]
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(case.raw)
         if case.shutdown:
             c.sock.shutdown(socket.SHUT_WR)
@@ -695,7 +509,7 @@ PIPELINED: Dict[str, Tuple[bytes, Tuple[int, ...]]] = {
 @pytest.mark.parametrize("name", list(PIPELINED))
 def test_pipelined_garbage_after_a_valid_request(http_server, name):
     raw, statuses = PIPELINED[name]
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get("/fast") + raw)
         first = c.read_response()
         assert (first.status, first.body) == (200, b"fast")
@@ -709,7 +523,7 @@ def test_transfer_encoding_in_http10_closes_after_the_request(http_server):
     # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
     # framing; the connection is closed after it, so nothing pipelined
     # behind it can be smuggled.
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(post(CHUNKED, HELLO_CHUNKED, version="HTTP/1.0") + get("/fast"))
         first = c.read_response()
         assert first.status in (200, 400), first
@@ -726,7 +540,7 @@ def test_ten_thousand_tiny_headers_within_the_limit(http_server):
     raw = b"GET /count HTTP/1.1\r\nHost: t\r\n" + head.encode() + b"\r\n"
     assert len(raw) < 65536
     start = time.monotonic()
-    resp = exchange(http_server.port, raw)
+    resp = raw_exchange(http_server.port, raw)
     assert resp.status == 200
     assert json.loads(resp.body) == {"keys": 10001, "a": 0}
     assert time.monotonic() - start < 10
@@ -736,7 +550,7 @@ def test_ten_thousand_tiny_headers_within_the_limit(http_server):
 def test_ten_thousand_repeats_of_one_header(http_server):
     raw = b"GET /count HTTP/1.1\r\nHost: t\r\n" + b"a:b\r\n" * 10000 + b"\r\n"
     start = time.monotonic()
-    resp = exchange(http_server.port, raw)
+    resp = raw_exchange(http_server.port, raw)
     assert resp.status == 200
     # repeated fields are joined with ", " (docs/wsgi.md)
     assert json.loads(resp.body) == {"keys": 2, "a": 10000 * 3 - 2}
@@ -748,7 +562,7 @@ def test_many_small_headers_over_the_limit_is_431(http_server):
     # 120,000 bytes of short header fields, nearly twice max_header_size
     # (65536), in two writes as a client's TCP segments may bring them: the
     # limit counts the whole header section, however it arrives.
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(b"GET /fast HTTP/1.1\r\nHost: t\r\n" + b"a:b\r\n" * 12000)
         time.sleep(0.3)
         c.send(b"a:b\r\n" * 12000 + b"\r\n")
@@ -760,7 +574,7 @@ def test_many_small_headers_over_the_limit_is_431(http_server):
 def test_very_long_request_target_is_414(http_server):
     # RFC 9112 3: a request-target longer than the server wishes to parse
     # MUST be answered 414 (URI Too Long); 431 is for header fields.
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
         assert c.read_response().status == 414
         assert c.closed_by_peer()
@@ -771,7 +585,7 @@ def test_higher_minor_http_version_is_served_as_http11(http_server):
     # RFC 9110 section 2.5: a server answers with the highest minor version it
     # supports (1.1), keep-alive semantics included.
     for version in ("HTTP/1.2", "HTTP/1.9"):
-        with Conn(http_server.port) as c:
+        with RawConnection(http_server.port) as c:
             c.send(get("/fast", version=version) + get("/method", version=version))
             first, second = c.read_response(), c.read_response()
             assert (first.version, first.status, first.body) == ("HTTP/1.1", 200, b"fast")
@@ -784,22 +598,22 @@ def test_request_line_and_header_count_limits_at_their_defaults(run_server):
     server = run_server(APP, env=SERVER_ENV)
     line_overhead = len("GET  HTTP/1.1")
     at_limit = "/fast?" + "a" * (8192 - line_overhead - len("/fast?"))
-    resp = exchange(server.port, get(at_limit))
+    resp = raw_exchange(server.port, get(at_limit))
     assert (resp.status, resp.body) == (200, b"fast")
-    with Conn(server.port) as c:
+    with RawConnection(server.port) as c:
         c.send(get(at_limit + "a"))
         resp = c.read_response()
         assert resp.status == 414 and "close" in resp.header("connection").lower()
         assert c.closed_by_peer()
     # a request line still arriving is cut as soon as it is too long
-    with Conn(server.port) as c:
+    with RawConnection(server.port) as c:
         c.send(b"GET /" + b"a" * 9000)
         assert c.read_response().status == 414
         assert c.closed_by_peer()
     hundred = "".join(f"X-{i}: v\r\n" for i in range(99))  # and Host
-    resp = exchange(server.port, get("/fast", hundred))
+    resp = raw_exchange(server.port, get("/fast", hundred))
     assert (resp.status, resp.body) == (200, b"fast")
-    with Conn(server.port) as c:
+    with RawConnection(server.port) as c:
         c.send(get("/fast", hundred + "X-One-Too-Many: v\r\n"))
         resp = c.read_response()
         assert resp.status == 431 and "close" in resp.header("connection").lower()
@@ -809,14 +623,14 @@ def test_request_line_and_header_count_limits_at_their_defaults(run_server):
 
 def test_request_line_and_header_count_limits_from_server_options(run_server):
     server = run_server(APP, server_options="max_request_line = 40\nmax_header_count = 3\n", env=SERVER_ENV)
-    assert exchange(server.port, get("/fast?" + "a" * 21)).status == 200  # 40 bytes with "GET " and version
-    assert exchange(server.port, get("/fast?" + "a" * 22)).status == 414
-    assert exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\n")).status == 200
-    assert exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\nC: 3\r\n")).status == 431
+    assert raw_exchange(server.port, get("/fast?" + "a" * 21)).status == 200  # 40 bytes with "GET " and version
+    assert raw_exchange(server.port, get("/fast?" + "a" * 22)).status == 414
+    assert raw_exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\n")).status == 200
+    assert raw_exchange(server.port, get("/fast", "A: 1\r\nB: 2\r\nC: 3\r\n")).status == 431
     assert_serving(server.port)
     off = run_server(APP, server_options="max_request_line = 0\nmax_header_count = 0\n", env=SERVER_ENV)
-    assert exchange(off.port, get("/fast?" + "a" * 20000)).status == 200  # only max_header_size
-    assert exchange(off.port, get("/fast", "".join(f"X-{i}: v\r\n" for i in range(500)))).status == 200
+    assert raw_exchange(off.port, get("/fast?" + "a" * 20000)).status == 200  # only max_header_size
+    assert raw_exchange(off.port, get("/fast", "".join(f"X-{i}: v\r\n" for i in range(500)))).status == 200
 
 
 SLOW_APP = r'''
@@ -847,13 +661,13 @@ def test_max_pending_requests_sheds_load_with_503(run_server, tmp_path, dispatch
         server_options=f"max_pending_requests = 2\ndispatch = {dispatch}\npython_threads = 1\n",
         env=SERVER_ENV,
     )
-    held = [Conn(server.port), Conn(server.port)]
+    held = [RawConnection(server.port), RawConnection(server.port)]
     try:
         for c in held:
             c.send(get("/block"))
         time.sleep(0.5)
         start = time.monotonic()
-        with Conn(server.port) as c:
+        with RawConnection(server.port) as c:
             c.send(get("/fast"))
             resp = c.read_response()
             assert resp.status == 503, resp
@@ -867,7 +681,7 @@ def test_max_pending_requests_sheds_load_with_503(run_server, tmp_path, dispatch
     finally:
         for c in held:
             c.close()
-    resp = exchange(server.port, get("/fast"))
+    resp = raw_exchange(server.port, get("/fast"))
     assert (resp.status, resp.body) == (200, b"ok")
 
 
@@ -935,7 +749,7 @@ def test_truncated_upload_past_the_preread_is_not_answered_2xx(http_server):
     # The app is called before the body is all there (body_preread is 64 KiB)
     # and reads it; the client stops halfway: the app must see an error, not
     # a short body, so no 2xx goes back.
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(post("Content-Length: 90000\r\n").replace(b"/echo", b"/hash") + b"x" * 70000)
         c.sock.shutdown(socket.SHUT_WR)
         closed, got = c.wait_closed(10)
@@ -950,7 +764,7 @@ def test_truncated_upload_past_the_preread_is_not_answered_2xx(http_server):
 def test_slowloris_is_cut_off_at_header_timeout_while_others_are_served(http_server):
     raw = b"GET /fast HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"s" * 200
     served: List[float] = []
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         start = time.monotonic()
         closed_after = None
         for i in range(len(raw)):
@@ -975,7 +789,7 @@ def test_slowloris_is_cut_off_at_header_timeout_while_others_are_served(http_ser
 
 
 def test_silent_connection_is_closed_after_header_timeout(http_server):
-    with Conn(http_server.port) as idle:
+    with RawConnection(http_server.port) as idle:
         start = time.monotonic()
         # meanwhile others are served
         for _ in range(3):
@@ -1033,7 +847,7 @@ FAULTS_500 = [
 @pytest.mark.parametrize("fault", FAULTS_500)
 def test_app_fault_before_the_head_is_500(http_server, fault):
     log = Log(http_server)
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get(f"/fault/{fault}"))
         c.sock.settimeout(5)
         resp = c.read_final_response()
@@ -1051,18 +865,18 @@ def test_app_faults_with_threads_dispatch_keep_every_worker(run_server):
     server = run_server(APP, server_options="dispatch = threads\npython_threads = 2\n")
     statuses = []
     for fault in ["return-none", "list-str", "no-start-response"] * 2:
-        with Conn(server.port, timeout=3) as c:
+        with RawConnection(server.port, timeout=3) as c:
             c.send(get(f"/fault/{fault}"))
             try:
                 statuses.append(c.read_response().status)
-            except Closed:
+            except Incomplete:
                 statuses.append("closed without a response")
             except socket.timeout:
                 statuses.append("no answer within 3 s")
     try:
         assert_serving(server.port)
         serving = "served"
-    except (socket.timeout, Closed) as exc:
+    except (socket.timeout, Incomplete) as exc:
         serving = f"a normal request then failed: {exc!r}"
     assert (statuses, serving) == ([500] * 6, "served")
     assert server.stop() == 0
@@ -1072,7 +886,7 @@ def test_app_faults_with_threads_dispatch_keep_every_worker(run_server):
 def test_app_fault_after_the_head_closes_the_connection(http_server, fault):
     marker = f"marker-{fault}"
     log = Log(http_server)
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get(f"/fault/{fault}?marker={marker}") + get("/fast"))
         head = c.read_until(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower()
@@ -1087,7 +901,7 @@ def test_app_fault_after_the_head_closes_the_connection(http_server, fault):
 
 
 def test_app_body_longer_than_its_content_length_is_cut(http_server):
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get("/fault/body-longer-than-content-length") + get("/fast"))
         resp = c.read_response()
         assert (resp.status, resp.body) == (200, b"abc")
@@ -1100,7 +914,7 @@ def test_app_body_longer_than_its_content_length_is_cut(http_server):
 def test_next_and_close_both_raising(http_server):
     marker = "marker-next-and-close"
     log = Log(http_server)
-    resp = exchange(http_server.port, get(f"/fault/next-and-close-raise?marker={marker}"))
+    resp = raw_exchange(http_server.port, get(f"/fault/next-and-close-raise?marker={marker}"))
     assert resp.status == 500
     assert wait_for_file(http_server.cwd / marker) == "closed"
     log.wait_for(r"RuntimeError: raised-in-next")
@@ -1110,7 +924,7 @@ def test_next_and_close_both_raising(http_server):
 
 def test_client_gone_before_the_app_answers_close_is_called(http_server):
     marker = "marker-gone-before-head"
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get(f"/slow-start?s=0.5&marker={marker}"))
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert wait_for_file(http_server.cwd / marker) == "closed"
@@ -1119,7 +933,7 @@ def test_client_gone_before_the_app_answers_close_is_called(http_server):
 
 def test_client_gone_during_a_slow_generator_close_is_called(http_server):
     marker = "marker-gone-mid-drip"
-    with Conn(http_server.port) as c:
+    with RawConnection(http_server.port) as c:
         c.send(get(f"/drip?marker={marker}"))
         c.read_until(b"\r\n\r\n")
         c.read_exact(2000)
@@ -1132,7 +946,7 @@ def test_client_gone_during_a_slow_generator_close_is_called(http_server):
 
 def test_hanging_app_does_not_stop_others(http_server):
     markers = [f"marker-hang-{i}" for i in range(2)]
-    hung = [Conn(http_server.port) for _ in markers]
+    hung = [RawConnection(http_server.port) for _ in markers]
     try:
         for c, m in zip(hung, markers):
             c.send(get(f"/hang?marker={m}"))
@@ -1185,15 +999,8 @@ def thrift_server(tmp_path_factory) -> Iterator[Server]:
             srv.kill()
 
 
-def _header_protocol(compact: bool):
-    sub = THeaderSubprotocolID.COMPACT if compact else THeaderSubprotocolID.BINARY
-    return lambda t: THeaderProtocol.THeaderProtocol(
-        t, allowed_client_types=[THeaderClientType.HEADERS], default_protocol=sub
-    )
-
-
 THRIFT_KINDS: Dict[str, Callable] = {
-    "header": _header_protocol(False),
+    "header": header_protocol(False),
     "framed": lambda t: TBinaryProtocol.TBinaryProtocol(TTransport.TFramedTransport(t)),
     "unframed": lambda t: TBinaryProtocol.TBinaryProtocol(TTransport.TBufferedTransport(t)),
     "unframed_compact": lambda t: TCompactProtocol.TCompactProtocol(TTransport.TBufferedTransport(t)),
@@ -1223,10 +1030,6 @@ def echo_call(kind: str, message: str = "hi") -> bytes:
     return mem.getvalue()
 
 
-def frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
 #: The start of a strict binary call to "echo", seqid 1: what comes after is the args struct.
 BINARY_CALL = b"\x80\x01\x00\x01" + struct.pack(">i", 4) + b"echo" + struct.pack(">i", 1)
 COMPACT_CALL = b"\x82\x21\x01\x04echo"
@@ -1239,15 +1042,6 @@ def nested_binary(depth: int) -> bytes:
 
 def nested_compact(depth: int) -> bytes:
     return b"\x1c" * depth + b"\x00" * (depth + 1)
-
-
-def header_frame(payload: bytes, transforms: Tuple[int, ...] = (), info: bytes = b"") -> bytes:
-    """A THeader frame (binary protocol) around `payload`."""
-    head = bytes([0, len(transforms), *transforms]) + info
-    while len(head) % 4:
-        head += b"\x00"
-    body = b"\x0f\xff\x00\x00" + struct.pack(">i", 1) + struct.pack(">H", len(head) // 4) + head + payload
-    return frame(body)
 
 
 @dataclass
@@ -1310,7 +1104,7 @@ def test_hostile_thrift_message(thrift_server, name):
     good2 = ThriftClient(thrift_server.port, "header")
     try:
         assert good.echo.echo("before") == "before"
-        with Conn(thrift_server.port) as bad:
+        with RawConnection(thrift_server.port) as bad:
             bad_port = bad.local_port
             start = time.monotonic()
             bad.send(case.raw)
@@ -1390,7 +1184,7 @@ def test_thrift_dangerous_header_frame_is_refused_safely(run_server, tmp_path, v
     ports, results = [], []
     for _ in range(5):
         try:
-            with Conn(server.port) as bad:
+            with RawConnection(server.port) as bad:
                 ports.append(bad.local_port)
                 bad.send(raw)
                 results.append(bad.wait_closed(5))
@@ -1441,7 +1235,7 @@ def test_thrift_huge_declared_string_is_refused_cheaply(run_server, tmp_path, ki
     try:
         assert good.echo.echo("warm") == "warm"
         before = proc_status_kb(pid, "VmHWM")
-        with Conn(server.port) as bad:
+        with RawConnection(server.port) as bad:
             bad.send(HUGE_NAME if kind == "unframed" else frame(HUGE_NAME + b"\x00" * 8))
             time.sleep(0.05)
             start = time.monotonic()
@@ -1549,7 +1343,7 @@ def test_graceful_stop_under_load_loses_no_accepted_request(run_server):
         try:
             while time.monotonic() < deadline:
                 try:
-                    c = Conn(server.port, timeout=30)
+                    c = RawConnection(server.port, timeout=30)
                 except OSError:
                     return  # refused: the server is gone
                 try:
@@ -1560,7 +1354,7 @@ def test_graceful_stop_under_load_loses_no_accepted_request(run_server):
                             break  # not all bytes sent: not counted
                         try:
                             resp = c.read_response()
-                        except Closed as e:
+                        except Incomplete as e:
                             kind = "clean-close" if not e.partial else "truncated"
                             with lock:
                                 outcomes.append(Outcome(rid, kind, time.monotonic(), e.partial))

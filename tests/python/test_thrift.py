@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,12 +24,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
+from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport import TSocket, TTransport
-from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID, THeaderTransformID
+from thrift.transport.THeaderTransport import THeaderSubprotocolID, THeaderTransformID
 from thrift.transport.TTransport import TTransportException
 
+from clients import TRACEBACK, Log, header_protocol
 from conftest import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,6 @@ sys.path.insert(0, str(EXAMPLE / "gen"))
 from echo import Echo  # noqa: E402  (the example's generated code)
 from echo.ttypes import EchoError  # noqa: E402
 
-TRACEBACK = "Traceback (most recent call last)"
 CLOSING = "closing Thrift connection from"
 TIMEOUT_MS = 30_000
 
@@ -82,17 +81,10 @@ def copy_example(cwd: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def _header(compact: bool) -> Callable[[TTransport.TTransportBase], THeaderProtocol.THeaderProtocol]:
-    sub = THeaderSubprotocolID.COMPACT if compact else THeaderSubprotocolID.BINARY
-    return lambda t: THeaderProtocol.THeaderProtocol(
-        t, allowed_client_types=[THeaderClientType.HEADERS], default_protocol=sub
-    )
-
-
 #: Each client construction, over any transport (a socket or a memory buffer).
 KINDS: Dict[str, Callable] = {
-    "header_binary": _header(False),
-    "header_compact": _header(True),
+    "header_binary": header_protocol(False),
+    "header_compact": header_protocol(True),
     "framed_binary": lambda t: TBinaryProtocol.TBinaryProtocol(TTransport.TFramedTransport(t)),
     "buffered_binary": lambda t: TBinaryProtocol.TBinaryProtocol(TTransport.TBufferedTransport(t)),
     "framed_compact": lambda t: TCompactProtocol.TCompactProtocol(TTransport.TFramedTransport(t)),
@@ -196,29 +188,6 @@ def wait_closed(sock: socket.socket, timeout: float = 15) -> bytes:
             got += chunk
     except ConnectionResetError:
         return got
-
-
-class Log:
-    """What a server printed from now on."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.mark = len(server.stdout)
-
-    @property
-    def out(self) -> str:
-        return self.server.stdout[self.mark :]
-
-    def wait_for(self, pattern: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.out):
-                return self.out
-            time.sleep(0.02)
-        raise AssertionError(f"no {pattern!r} in the server log within {timeout}s:\n{self.out}\n{self.server.stderr}")
-
-    def lines(self, word: str) -> List[str]:
-        return [line for line in self.out.splitlines() if f" {word} " in line]
 
 
 # --------------------------------------------------------------------------

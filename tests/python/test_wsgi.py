@@ -14,19 +14,18 @@ import http.client
 import json
 import os
 import re
-import select
 import socket
 import struct
 import textwrap
 import threading
 import time
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from clients import TRACEBACK, Incomplete, Log, RawConnection, raw_exchange
 from conftest import Server, free_port
 
 APP = r'''
@@ -371,153 +370,11 @@ factory = baseplate.server.wsgi
 factory = app:make_app
 """
 
-TRACEBACK = "Traceback (most recent call last)"
 
 
 # --------------------------------------------------------------------------
 # raw HTTP over sockets
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    version: str
-    status: int
-    reason: str
-    headers: List[Tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    chunked: bool = False
-
-    def header(self, name: str) -> Optional[str]:
-        values = [v for k, v in self.headers if k == name.lower()]
-        return ", ".join(values) if values else None
-
-    def connection_tokens(self) -> List[str]:
-        return [t.strip().lower() for t in (self.header("connection") or "").split(",") if t.strip()]
-
-
-class Incomplete(Exception):
-    """The connection ended before the response did."""
-
-    def __init__(self, message: str, partial: bytes) -> None:
-        super().__init__(message)
-        self.partial = partial
-
-
-class RawConnection:
-    """A client socket with a byte buffer and a strict response parser."""
-
-    def __init__(self, port: int, timeout: float = 15) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = bytearray()
-
-    def __enter__(self) -> "RawConnection":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        try:
-            data = self.sock.recv(262144)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-    def _take(self, n: int) -> bytes:
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def read_until(self, sep: bytes, consumed: bytes = b"") -> bytes:
-        while True:
-            i = self.buf.find(sep)
-            if i >= 0:
-                return self._take(i + len(sep))
-            if not self._fill():
-                raise Incomplete(f"connection closed before {sep!r}", consumed + bytes(self.buf))
-
-    def read_exact(self, n: int, consumed: bytes = b"") -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise Incomplete(f"connection closed with {len(self.buf)} of {n} bytes", consumed + bytes(self.buf))
-        return self._take(n)
-
-    def read_to_eof(self) -> bytes:
-        while self._fill():
-            pass
-        return self._take(len(self.buf))
-
-    def read_response(self, method: str = "GET") -> RawResponse:
-        head = self.read_until(b"\r\n\r\n").decode("latin-1")
-        lines = head[:-4].split("\r\n")
-        m = re.fullmatch(r"(HTTP/\d\.\d) (\d{3}) ?(.*)", lines[0])
-        assert m, f"bad status line {lines[0]!r}"
-        resp = RawResponse(m[1], int(m[2]), m[3])
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            assert sep and name == name.strip(), f"bad header line {line!r}"
-            resp.headers.append((name.lower(), value.strip()))
-        if 100 <= resp.status < 200 or method == "HEAD" or resp.status in (204, 304):
-            return resp
-        te = resp.header("transfer-encoding")
-        if te is not None:
-            assert te.lower() == "chunked", te
-            resp.chunked = True
-            resp.body = self._read_chunked()
-        elif resp.header("content-length") is not None:
-            resp.body = self.read_exact(int(resp.header("content-length")))
-        else:
-            resp.body = self.read_to_eof()
-        return resp
-
-    def _read_chunked(self) -> bytes:
-        body = bytearray()
-        while True:
-            size_line = self.read_until(b"\r\n", bytes(body))
-            size = int(size_line.split(b";")[0].strip(), 16)
-            if size == 0:
-                self.read_until(b"\r\n", bytes(body))  # no trailers from this server
-                return bytes(body)
-            body += self.read_exact(size, bytes(body))
-            assert self.read_exact(2, bytes(body)) == b"\r\n"
-
-    def closed_by_peer(self, timeout: float = 10) -> bool:
-        """True when the server closes (EOF or reset) within ``timeout`` and
-        sends nothing more."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                return False
-            try:
-                data = self.sock.recv(65536)
-            except ConnectionResetError:
-                return not self.buf
-            if not data:
-                return not self.buf
-            self.buf += data
-        return False
-
-    def silent_for(self, seconds: float) -> bool:
-        """True when nothing arrives (and the connection stays open) for ``seconds``."""
-        r, _, _ = select.select([self.sock], [], [], seconds)
-        return not r and not self.buf
-
-
-def raw_exchange(port: int, request: bytes, method: str = "GET") -> RawResponse:
-    with RawConnection(port) as c:
-        c.send(request)
-        return c.read_response(method)
 
 
 def req(method: str, path: str, extra: str = "", body: bytes = b"", version: str = "HTTP/1.1") -> bytes:
@@ -548,36 +405,6 @@ def fetch(
 def assert_serving(server: Server) -> None:
     status, _, body = fetch(server.port, "GET", "/fast")
     assert (status, body) == (200, b"fast")
-
-
-class Log:
-    """What the server printed from now on."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.out_mark = len(server.stdout)
-        self.err_mark = len(server.stderr)
-
-    @property
-    def out(self) -> str:
-        return self.server.stdout[self.out_mark :]
-
-    @property
-    def err(self) -> str:
-        return self.server.stderr[self.err_mark :]
-
-    def wait_for(self, pattern: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.out):
-                return self.out
-            time.sleep(0.02)
-        raise AssertionError(f"no {pattern!r} in the server log within {timeout}s:\n{self.out}\n{self.err}")
-
-    def assert_clean(self) -> None:
-        for text in (self.out, self.err):
-            for bad in (TRACEBACK, "Exception ignored", "WSGIWarning", "AssertionError", " ERROR "):
-                assert bad not in text, f"{bad!r} in the server output:\n{self.out}\n{self.err}"
 
 
 def wait_for_file(path: Path, timeout: float = 15) -> str:

@@ -89,6 +89,8 @@ request_reader::result request_reader::read_head(beast::flat_buffer& in) {
     // below needs the whole line. Waiting for it keeps the answer the same
     // however the line arrives.
     if (!eol) {
+      auto cr = std::string_view(p, in.size()).find('\r');
+      if (cr != std::string_view::npos && cr + 1 < in.size()) return reject(400, "bare CR in the request line");
       if (in.size() > opts_.max_header_size) return reject(414, "request target too long");
       return result::need_more;
     }
