@@ -34,13 +34,6 @@ void describe(const asio::generic::stream_protocol::endpoint& ep, std::string& h
 }
 }  // namespace
 
-bool post_gate::post(std::function<void()> f) {
-  std::lock_guard<std::mutex> lk(mutex_);
-  if (!ctx_) return false;
-  asio::post(*ctx_, std::move(f));
-  return true;
-}
-
 void post_gate::close() {
   std::lock_guard<std::mutex> lk(mutex_);
   ctx_ = nullptr;

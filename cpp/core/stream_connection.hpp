@@ -9,10 +9,10 @@
 
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,8 +29,16 @@ class io_thread;
 class post_gate {
  public:
   explicit post_gate(boost::asio::io_context& ctx) : ctx_(&ctx) {}
-  /// Runs `f` on the loop's thread; false when the loop is gone.
-  bool post(std::function<void()> f);
+  /// Runs `f` on the loop's thread; false when the loop is gone. A
+  /// template, so the handler goes to Asio's recycled storage as it is
+  /// (no std::function allocation per completion).
+  template <class F>
+  bool post(F&& f) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    if (!ctx_) return false;
+    boost::asio::post(*ctx_, std::forward<F>(f));
+    return true;
+  }
   /// Called by the loop's owner before it destroys the loop.
   void close();
 
@@ -70,7 +78,10 @@ class stream_connection : public connection_base {
   /// max_pending_requests are pending already.
   bool admit();
   /// Runs `f` on this connection's I/O thread, from any thread.
-  void post(std::function<void()> f) const { gate_->post(std::move(f)); }
+  template <class F>
+  void post(F&& f) const {
+    gate_->post(std::forward<F>(f));
+  }
   /// Why the connection is being closed, at DEBUG.
   void debug(const char* logger, const std::string& why) const;
 

@@ -184,6 +184,7 @@ class responder {
     http::response_head h;
     h.status = static_cast<unsigned>((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0'));
     h.reason = st.substr(4);
+    if (auto e = http::check_field_value(*h.reason)) throw py::value_error("status: " + *e);
     if (!PyList_Check(headers.ptr())) throw py::type_error("headers must be a list");
     for (auto item : headers) {
       if (!PyTuple_Check(item.ptr()) || PyTuple_GET_SIZE(item.ptr()) != 2)
@@ -195,6 +196,7 @@ class responder {
       if (auto e = http::check_field_name(h.headers.back().first)) throw py::value_error(*e);
       if (auto e = http::check_field_value(h.headers.back().second)) throw py::value_error(*e);
     }
+    h.fields_checked = true;  // checked above, where the app sees the error
     head_ = std::move(h);
   }
 

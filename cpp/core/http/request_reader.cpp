@@ -141,6 +141,7 @@ request_reader::result request_reader::read_head(beast::flat_buffer& in) {
 void request_reader::grammar::on_request_impl(bhttp::verb, std::string_view method, std::string_view target,
                                               int version, error_code& ec) {
   auto& h = r_.head_;
+  h.headers.reserve(8);  // one allocation for a typical head, no moves as it grows
   h.method.assign(method.data(), method.size());
   h.target.assign(target.data(), target.size());
   h.version = version == 10 ? 10 : 11;

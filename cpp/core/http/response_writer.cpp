@@ -180,15 +180,16 @@ response_writer::outcome response_writer::frame_head(const response_head& head, 
   std::optional<std::uint64_t> length;
   bool app_close = false, app_date = false;
   std::optional<std::string> error;
+  const bool check = !head.fields_checked;
   if (head.status < 200 || head.status > 999)
     error = "invalid final status code " + std::to_string(head.status);
-  else if (head.reason)
+  else if (head.reason && check)
     if (auto e = check_field_value(*head.reason)) error = "reason phrase: " + *e;
   for (const auto& [name, value] : head.headers) {
     if (error) break;
-    if (auto e = check_field_name(name)) {
+    if (auto e = check ? check_field_name(name) : std::nullopt) {
       error = e;
-    } else if (auto e2 = check_field_value(value)) {
+    } else if (auto e2 = check ? check_field_value(value) : std::nullopt) {
       error = *e2 + " (" + name + ")";
     } else if (iequals_lower(name, "content-length")) {
       std::uint64_t n = 0;

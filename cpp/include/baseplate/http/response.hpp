@@ -20,6 +20,10 @@ struct response_head {
   /// (honouring "Connection: close"), and adds Content-Length,
   /// Transfer-Encoding, Connection and Date as the response needs.
   std::vector<std::pair<std::string, std::string>> headers;
+  /// Set by a sender that already checked the reason phrase and every
+  /// header name and value (the WSGI bridge does, in start_response, so the
+  /// app sees the error): the server does not scan them a second time.
+  bool fields_checked = false;
 };
 
 /// One piece of a response: the head (first piece only), body bytes, and
