@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cstdio>
 #include <cstring>
 
 namespace baseplate {
@@ -65,6 +66,15 @@ bool stream_connection::admit() {
 
 void stream_connection::debug(const char* logger, const std::string& why) const {
   if (log::enabled(log::level::debug)) log::write(log::level::debug, logger, "connection from " + peer_ + ": " + why);
+}
+
+void stream_connection::log_access(const std::string& who, const std::string& request, const char* fields,
+                                   clock::time_point started, const std::string& trace_id) const {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count();
+  char tail[128];
+  std::snprintf(tail, sizeof tail, "\" %s %.3fms", fields, static_cast<double>(us) / 1000.0);
+  log::scoped_trace trace(trace_id);
+  log::write(log::level::info, "baseplate_serve.access", who + " \"" + request + tail);
 }
 
 void stream_connection::shutdown() {

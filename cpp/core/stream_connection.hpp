@@ -84,6 +84,10 @@ class stream_connection : public connection_base {
   }
   /// Why the connection is being closed, at DEBUG.
   void debug(const char* logger, const std::string& why) const;
+  /// The access log line of one request or call, on baseplate_serve.access:
+  /// `who "request" fields 1.234ms`, under the request's trace id.
+  void log_access(const std::string& who, const std::string& request, const char* fields, clock::time_point started,
+                  const std::string& trace_id) const;
 
   socket_type& socket() { return *socket_; }
   bool closed() const { return !socket_; }

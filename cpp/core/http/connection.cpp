@@ -402,12 +402,9 @@ void connection::on_written(error_code ec) {
 }
 
 void connection::write_access_log() {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_).count();
-  char tail[96];
-  std::snprintf(tail, sizeof tail, " %u %llu %.3fms", writer_.status(),
-                static_cast<unsigned long long>(writer_.body_bytes()), static_cast<double>(us) / 1000.0);
-  log::scoped_trace trace(trace_id_);
-  log::write(log::level::info, "baseplate_serve.access", remote_host_ + " \"" + access_line_ + "\"" + tail);
+  char fields[48];
+  std::snprintf(fields, sizeof fields, "%u %llu", writer_.status(), static_cast<unsigned long long>(writer_.body_bytes()));
+  log_access(remote_host_, access_line_, fields, started_, trace_id_);
 }
 
 void connection::finish_request() {

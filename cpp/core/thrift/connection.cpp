@@ -160,11 +160,7 @@ void connection::on_fail(std::uint64_t id) {
 
 void connection::finish_call() {
   if (opts_.access_log) {
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_).count();
-    char tail[64];
-    std::snprintf(tail, sizeof tail, " %zu %.3fms", out_.size(), static_cast<double>(us) / 1000.0);
-    log::scoped_trace scope(trace_id_);
-    log::write(log::level::info, "baseplate_serve.access", peer_ + " \"THRIFT " + method_ + "\"" + tail);
+    log_access(peer_, "THRIFT " + method_, std::to_string(out_.size()).c_str(), started_, trace_id_);
     out_.clear();
   }
   trace_id_ = "-";
