@@ -156,9 +156,22 @@ def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[
     return bind_socket(bind), None
 
 
+def install_shim() -> None:
+    """The ``baseplate.config`` import hook (see ``_baseplate_serve_shim``):
+    the .pth file installs it at interpreter start; this covers ``python -S``
+    and source trees on PYTHONPATH. It does nothing when baseplate.py is
+    importable."""
+    try:
+        import _baseplate_serve_shim
+    except ImportError:  # pragma: no cover (installed beside this package)
+        return
+    _baseplate_serve_shim.install()
+
+
 def run(args: argparse.Namespace) -> None:
     """Loads the config and the app, binds, and serves until stopped."""
     sys.path.insert(0, os.getcwd())
+    install_shim()
     cfg = read_config(args.config_file, args.server_name, args.app_name)
     configure_logging(cfg.filename, cfg.has_logging_options, args.debug)
 

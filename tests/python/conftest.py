@@ -16,6 +16,13 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
+try:  # the installed .pth does this; a source tree on PYTHONPATH (make dev) does not
+    import _baseplate_serve_shim
+
+    _baseplate_serve_shim.install()
+except ImportError:
+    pass
+
 #: Generous bound for a server to come up on a loaded 2-core machine.
 START_TIMEOUT = 30.0
 
