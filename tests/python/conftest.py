@@ -23,6 +23,11 @@ try:  # the installed .pth does this; a source tree on PYTHONPATH (make dev) doe
 except ImportError:
     pass
 
+# Servers log JSON when stdin is not a TTY (as baseplate.py 2.7 does), which
+# is how tests run: the tests that read log lines expect the text format
+# unless they ask for JSON (test_logging_json.py).
+os.environ.setdefault("BASEPLATE_SERVE_LOG_FORMAT", "text")
+
 #: Generous bound for a server to come up on a loaded 2-core machine.
 START_TIMEOUT = 30.0
 
@@ -76,6 +81,7 @@ class Server:
             [*server_command(), *args],
             cwd=cwd,
             env=full_env,
+            stdin=subprocess.DEVNULL,  # not a TTY: JSON logs unless BASEPLATE_SERVE_LOG_FORMAT says
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
