@@ -72,13 +72,20 @@ def free_port() -> int:
 class Server:
     """A running ``baseplate-serve`` and everything it printed."""
 
-    def __init__(self, args: Sequence[str], cwd: Path, env: Optional[dict] = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        env: Optional[dict] = None,
+        port: int = 0,
+        command: Optional[Sequence[str]] = None,
+    ) -> None:
         self.port = port
         self.cwd = cwd
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [*server_command(), *args],
+            [*(command or server_command()), *args],
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,  # not a TTY: JSON logs unless BASEPLATE_SERVE_LOG_FORMAT says
