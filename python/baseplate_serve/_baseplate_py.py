@@ -154,15 +154,21 @@ class BaseplatePy:
             sock = bind_socket(Endpoint(address))
         except (OSError, ValueError) as exc:
             raise StartupError(f"Prometheus exporter: cannot listen on {address}: {exc}") from None
-        listener = gevent_socket.socket(sock.family, sock.type, fileno=sock.detach())
+        family, kind, fileno = sock.family, sock.type, sock.detach()
         exporter_log = logging.getLogger("baseplate.server.prometheus")
-        server = WSGIServer(
-            listener,
-            application=export_metrics,
-            log=LoggingLogAdapter(exporter_log, level=logging.DEBUG),
-            error_log=LoggingLogAdapter(exporter_log, level=logging.ERROR),
-        )
-        threading.Thread(target=server.serve_forever, name="prometheus-exporter", daemon=True).start()
+
+        def serve() -> None:
+            # The gevent socket and server are made on the thread that serves
+            # them: their watchers belong to that thread's hub.
+            server = WSGIServer(
+                gevent_socket.socket(family, kind, fileno=fileno),
+                application=export_metrics,
+                log=LoggingLogAdapter(exporter_log, level=logging.DEBUG),
+                error_log=LoggingLogAdapter(exporter_log, level=logging.ERROR),
+            )
+            server.serve_forever()
+
+        threading.Thread(target=serve, name="prometheus-exporter", daemon=True).start()
         logger.info("Prometheus metrics exported on server listening on %s%s", address, METRICS_ENDPOINT)
 
 
