@@ -40,8 +40,13 @@ FORMAT_VARIABLE = "BASEPLATE_SERVE_LOG_FORMAT"
 def _json_formatter_class() -> Any:
     try:  # python-json-logger >= 3.1
         from pythonjsonlogger.json import JsonFormatter
-    except ImportError:  # 2.x, which baseplate.py 2.7 pins (< 3.0)
-        from pythonjsonlogger.jsonlogger import JsonFormatter
+    except ImportError:
+        try:  # 2.x, which baseplate.py 2.7 pins (< 3.0)
+            from pythonjsonlogger.jsonlogger import JsonFormatter
+        except ImportError as exc:
+            raise StartupError(
+                f"JSON logs need python-json-logger ({exc}); install it, or set {FORMAT_VARIABLE}=text"
+            ) from None
     return JsonFormatter
 
 
