@@ -15,6 +15,7 @@ import pytest
 
 from conftest import free_port, server_command
 from test_native import build
+from test_thrift import echo_server  # noqa: F401  (a fixture)
 
 AUTO = {"BASEPLATE_SERVE_LOG_FORMAT": "auto"}
 
@@ -170,3 +171,45 @@ def test_the_format_can_be_forced(run_server, value, expect):
         return
     server.stop()
     assert server.stdout.startswith(expect), server.stdout
+
+
+# Trace id precedence: that of baseplate.py 2.7's propagators (docs/logging.md).
+
+BOTH_APP = """
+import baseplate_serve
+
+
+def make_app(app_config):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [baseplate_serve.current_trace_id().encode()]
+    return app
+"""
+
+
+def test_traceparent_wins_over_x_trace(run_server):
+    server = run_server(BOTH_APP, server_options="access_log = true\n")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/", headers={"X-Trace": "1234", "X-Span": "5", "traceparent": TRACEPARENT})
+    assert conn.getresponse().read() == b"4bf92f3577b34da6a3ce929d0e0e4736"
+    conn.request("GET", "/", headers={"X-Trace": "1234", "traceparent": "00-not-valid"})
+    assert conn.getresponse().read() == b"1234"
+    conn.close()
+    server.stop()
+    assert '[4bf92f3577b34da6a3ce929d0e0e4736] baseplate_serve.access: 127.0.0.1 "GET /"' in server.stdout
+
+
+def test_thrift_traceparent_wins_over_trace(echo_server):
+    from test_thrift import Client
+
+    server = echo_server("access_log = true\n")
+    with Client(server.port, "header_binary") as c:
+        c.trans.set_header(b"Trace", b"1234")
+        c.trans.set_header(b"traceparent", TRACEPARENT.encode())
+        assert c.echo.echo("x") == "x"
+        c.trans.set_header(b"Trace", b"1234")
+        assert c.echo.echo("y") == "y"
+    server.stop()
+    access = [line for line in server.stdout.splitlines() if "baseplate_serve.access" in line]
+    assert len(access) == 2, server.stdout
+    assert "[4bf92f3577b34da6a3ce929d0e0e4736]" in access[0] and "[1234]" in access[1], access
