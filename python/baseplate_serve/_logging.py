@@ -33,6 +33,9 @@ JSON_FIELDS = (
     " %(process)d %(processName)s %(thread)d %(threadName)s"
 )
 
+#: ``pathname`` (and ``module``) of the core's records.
+NATIVE_PATH = "<native>"
+
 #: Environment variable that forces the format of the default setup.
 FORMAT_VARIABLE = "BASEPLATE_SERVE_LOG_FORMAT"
 
@@ -125,7 +128,8 @@ def emit_native(records: list) -> None:
             token = trace_id_var.set(trace_id)
             span_token = span_id_var.set(NO_TRACE)
             try:
-                logger.log(level, "%s", message)
+                # Not this function's file and line: the record comes from C++.
+                logger.handle(logger.makeRecord(name, level, NATIVE_PATH, 0, "%s", (message,), None, func=""))
             finally:
                 span_id_var.reset(span_token)
                 trace_id_var.reset(token)

@@ -87,6 +87,7 @@ def test_json_lines_when_stdin_is_not_a_tty(run_server):
     # The core's (native records), with the request's trace id.
     access = [r for r in records if r["name"] == "baseplate_serve.access"]
     assert [r["otelTraceID"] for r in access] == ["%032x" % 1234, "4bf92f3577b34da6a3ce929d0e0e4736", "0"]
+    assert {(r["pathname"], r["module"], r["funcName"], r["lineno"]) for r in access} == {("<native>", "<native>", "", 0)}
 
 
 def test_native_app_records_are_json_too(run_server, tmp_path_factory):
