@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import venv
 
@@ -98,42 +99,57 @@ def compat_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     return env
 
 
+class Collector:
+    """An OTLP collector for the services' spans (without one, the exporter
+    retries for a minute at exit, as under baseplate.py). A thread reads the
+    spans it prints (select() on a buffered pipe would miss lines)."""
+
+    def __init__(self, python: str, env: Dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [python, str(COMPAT / "collector.py")],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+        self.spans: List[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.spans.append(json.loads(line))  # list.append is atomic
+
+    def spans_until(self, trace_ids: set, per_trace: int, timeout: float = 30.0) -> Dict[str, List[str]]:
+        """Span names by trace id, once each of ``trace_ids`` has ``per_trace``
+        spans (or after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names: Dict[str, List[str]] = {}
+            for span in list(self.spans):
+                names.setdefault(span["trace_id"], []).append(span["name"])
+            if all(len(names.get(t, [])) >= per_trace for t in trace_ids) or time.monotonic() > deadline:
+                return names
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+
+
 @pytest.fixture(scope="module")
-def collector(compat_venv: Venv) -> Iterator[subprocess.Popen]:
-    """An OTLP collector for the services' spans (without one, the
-    exporter retries for a minute at exit, as under baseplate.py)."""
-    proc = subprocess.Popen(
-        [compat_venv.python, str(COMPAT / "collector.py")],
-        env=compat_venv.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    proc.port = json.loads(proc.stdout.readline())["port"]  # type: ignore[attr-defined]
-    yield proc
-    proc.kill()
-    proc.wait(10)
-    proc.stdout.close()
-
-
-def spans_until(collector: subprocess.Popen, trace_ids: set, timeout: float = 30.0) -> List[dict]:
-    """The spans the collector printed, until it has one of each of ``trace_ids``."""
-    import selectors
-
-    found: List[dict] = []
-    selector = selectors.DefaultSelector()
-    selector.register(collector.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while not trace_ids <= {s["trace_id"] for s in found} and time.monotonic() < deadline:
-        if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-            found.append(json.loads(collector.stdout.readline()))
-    selector.close()
-    return found
+def collector(compat_venv: Venv) -> Iterator[Collector]:
+    collector = Collector(compat_venv.python, compat_venv.env())
+    yield collector
+    collector.close()
 
 
 def start(
-    env: Venv, collector: subprocess.Popen, ini: str, text: str, command: Optional[List[str]] = None, **extra: str
+    env: Venv, collector: Collector, ini: str, text: str, command: Optional[List[str]] = None, **extra: str
 ) -> Server:
     (env.root / ini).write_text(text)
     port = free_port()
@@ -143,7 +159,7 @@ def start(
         env.env(
             BASEPLATE_SERVE_LOG_FORMAT="auto",  # stdin is /dev/null: JSON, as baseplate.py
             BASEPLATE_SERVE_PROMETHEUS_ENDPOINT=f"127.0.0.1:{free_port()}",
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{collector.port}",  # type: ignore[attr-defined]
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{collector.port}",
             OTEL_EXPORTER_OTLP_TRACES_INSECURE="true",
             OTEL_BSP_SCHEDULE_DELAY="100",
             **extra,
@@ -180,7 +196,7 @@ downstream.endpoint = 127.0.0.1:{thrift_port}
 
 
 @pytest.fixture(scope="module")
-def services(compat_venv: Venv, collector: subprocess.Popen) -> Iterator[Dict[str, Server]]:
+def services(compat_venv: Venv, collector: Collector) -> Iterator[Dict[str, Server]]:
     thrift = start(compat_venv, collector, "thrift.ini", THRIFT_INI)
     pyramid = start(compat_venv, collector, "pyramid.ini", PYRAMID_INI.format(drain="0", thrift_port=thrift.port))
     yield {"thrift": thrift, "pyramid": pyramid}
@@ -232,7 +248,7 @@ def test_only_the_command_is_in_common(compat_venv: Venv) -> None:
     assert {Path(p).name for p in common} == {"baseplate-serve"} and all("bin/" in p for p in common), common
 
 
-def test_trace_chain_through_thrift_client(services: Dict[str, Server], collector: subprocess.Popen) -> None:
+def test_trace_chain_through_thrift_client(services: Dict[str, Server], collector: Collector) -> None:
     pyramid, thrift = services["pyramid"], services["thrift"]
     assert json.loads(get(pyramid.port, "/call", {"traceparent": TRACEPARENT})) == {"ok": True}
     assert json.loads(get(pyramid.port, "/call", {"X-Trace": "1234", "X-Span": "77", "X-Sampled": "1"})) == {
@@ -262,9 +278,12 @@ def test_trace_chain_through_thrift_client(services: Dict[str, Server], collecto
     assert [r["otelTraceID"] for r in lines(pyramid, "pyramid_service")] == expected
     assert [r["otelTraceID"] for r in lines(pyramid, "baseplate_serve.access")] == expected
 
-    # Both services exported spans of that trace (configure_tracing()).
-    exported = spans_until(collector, set(expected))
-    assert {s["trace_id"] for s in exported} == set(expected), exported
+    # Both services exported the spans of each trace (configure_tracing()):
+    # the Pyramid server span, its ThriftClient span, the Thrift server span.
+    exported = collector.spans_until(set(expected), per_trace=3)
+    assert set(exported) == set(expected), exported
+    for trace in expected:
+        assert len(exported[trace]) == 3 and {"/call", "downstream/is_healthy"} < set(exported[trace]), exported
 
 
 def metrics(server: Server) -> str:
@@ -299,7 +318,7 @@ def test_baseplate_healthcheck(compat_venv: Venv, services: Dict[str, Server]) -
 
 
 def test_server_state_during_the_drain(
-    compat_venv: Venv, collector: subprocess.Popen, services: Dict[str, Server]
+    compat_venv: Venv, collector: Collector, services: Dict[str, Server]
 ) -> None:
     thrift_port = services["thrift"].port
     server = start(compat_venv, collector, "drain.ini", PYRAMID_INI.format(drain="3 seconds", thrift_port=thrift_port))
@@ -313,7 +332,7 @@ def test_server_state_during_the_drain(
         server.kill()
 
 
-def test_pip_uninstall_either_leaves_the_other_working(compat_venv: Venv, collector: subprocess.Popen) -> None:
+def test_pip_uninstall_either_leaves_the_other_working(compat_venv: Venv, collector: Collector) -> None:
     command = compat_venv.bin / "baseplate-serve"
     # baseplate-serve first: baseplate.py's package is whole.
     compat_venv.pip("uninstall", "-y", "-q", "baseplate-serve")
