@@ -23,3 +23,18 @@ bool parse_traceparent(std::string_view v, trace_context& out) {
 }
 
 }  // namespace baseplate
+
+namespace baseplate {
+
+trace_context resolve_trace(std::string_view baseplate_trace, std::string_view baseplate_span,
+                            std::string_view traceparent) {
+  trace_context tc;
+  if (!traceparent.empty() && parse_traceparent(traceparent, tc)) return tc;
+  if (!baseplate_trace.empty()) {
+    tc.trace_id = std::string(baseplate_trace);
+    tc.span_id = std::string(baseplate_span);
+  }
+  return tc;
+}
+
+}  // namespace baseplate

@@ -14,4 +14,14 @@ struct trace_context {
 /// Reads a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"); false if invalid.
 bool parse_traceparent(std::string_view value, trace_context& out);
 
+/// The trace context of a request, from baseplate's headers (HTTP X-Trace /
+/// X-Span, THeader Trace / Span) and W3C traceparent, with the precedence of
+/// baseplate.py 2.7's OpenTelemetry propagators, so that the ids the server
+/// logs are the ones the app's span gets: they extract in turn, a later
+/// valid header overriding an earlier one, and traceparent comes last. So a
+/// valid traceparent wins; else the baseplate ids (as given, even when they
+/// are not the decimal numbers its propagators require); else none.
+trace_context resolve_trace(std::string_view baseplate_trace, std::string_view baseplate_span,
+                            std::string_view traceparent);
+
 }  // namespace baseplate

@@ -1,6 +1,7 @@
 #include "thrift.hpp"
 
 #include "dispatch.hpp"
+#include "trace.hpp"
 
 namespace baseplate::python {
 
@@ -14,7 +15,8 @@ void thrift_runner::run(std::shared_ptr<thrift::call> c) {
     auto it = c->headers().find(name);
     return it == c->headers().end() ? std::string_view() : std::string_view(it->second);
   };
-  trace_scope trace(header("Trace"), header("Span"));
+  auto tc = resolve_trace(header("Trace"), header("Span"), header("traceparent"));
+  trace_scope trace(tc.trace_id, tc.span_id);
   try {
     py::dict headers;
     for (const auto& [k, v] : c->headers()) headers[py::bytes(k)] = py::bytes(v);

@@ -156,9 +156,31 @@ def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[
     return bind_socket(bind), None
 
 
+def install_shim() -> None:
+    """The ``baseplate.config`` import hook (see ``_baseplate_serve_shim``):
+    the .pth file installs it at interpreter start; this covers ``python -S``
+    and source trees on PYTHONPATH. It does nothing when baseplate.py is
+    importable."""
+    try:
+        import _baseplate_serve_shim
+    except ImportError:  # pragma: no cover (installed beside this package)
+        return
+    _baseplate_serve_shim.install()
+
+
+def _baseplate_py_hooks() -> Any:
+    """baseplate.py's start-up hooks when baseplate.py >= 2 is importable
+    (``_baseplate_py``), else None and nothing of it imported."""
+    from baseplate_serve import _baseplate_py
+
+    version = _baseplate_py.detect()
+    return _baseplate_py.BaseplatePy(version) if version else None
+
+
 def run(args: argparse.Namespace) -> None:
     """Loads the config and the app, binds, and serves until stopped."""
     sys.path.insert(0, os.getcwd())
+    install_shim()
     cfg = read_config(args.config_file, args.server_name, args.app_name)
     configure_logging(cfg.filename, cfg.has_logging_options, args.debug)
 
@@ -186,6 +208,9 @@ def run(args: argparse.Namespace) -> None:
         # Before the app is imported, as baseplate.py does: its clients,
         # pools and sleeps must cooperate with the hub.
         _patch_all()
+    baseplate_py = _baseplate_py_hooks()
+    if baseplate_py is not None:
+        baseplate_py.before_app(cfg.app, dispatch)
     if builtin == "thrift":
         try:
             import baseplate_serve._thrift  # noqa: F401  (fails early without the thrift package)
@@ -206,11 +231,13 @@ def run(args: argparse.Namespace) -> None:
         start_reload_watcher([cfg.filename])
 
     if builtin == "wsgi" and handler:
+        if baseplate_py is not None:
+            baseplate_py.after_app(cfg.server, app, None)
         _pywsgi.serve(cfg, listener, app, on_ready)
     elif builtin:
         from baseplate_serve._native import NativeServer
 
-        NativeServer(
+        server = NativeServer(
             cfg.server,
             listener,
             app,
@@ -218,12 +245,18 @@ def run(args: argparse.Namespace) -> None:
             dispatch=dispatch or "threads",
             filename=cfg.filename,
             section=cfg.server_section,
-        ).serve_forever(on_ready)
+        )
+        if baseplate_py is not None:
+            baseplate_py.after_app(cfg.server, app, lambda: server._core.stats()["open_connections"])
+        server.serve_forever(on_ready)
     else:
         from baseplate_serve._custom import run_custom_server
 
         drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
-        run_custom_server(make_server(cfg.server, listener, app), listener, on_ready, drain)
+        custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
+        if baseplate_py is not None:
+            baseplate_py.after_app(cfg.server, app, None)
+        run_custom_server(custom, listener, on_ready, drain)
 
 
 def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tuple[str, str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 
-from typing import Any
+from typing import Any, Tuple
 
 #: Outside a request, and for requests that carry none.
 NO_TRACE = "-"
@@ -27,6 +27,31 @@ def current_trace_id() -> str:
 def current_span_id() -> str:
     """The span id of the request being handled ("-" when there is none)."""
     return span_id_var.get()
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_w3c(raw: str, digits: int) -> bool:
+    return len(raw) == digits and set(raw) <= _HEX
+
+
+def _from_decimal(raw: str, digits: int) -> str:
+    # baseplate's X-Trace / Trace ids are decimal integers; OTel's B3
+    # propagators read them as numbers.
+    if raw.isdigit() and 0 < int(raw) < 1 << (4 * digits):
+        return format(int(raw), f"0{digits}x")
+    return "0"
+
+
+def otel_ids(raw_trace: str, raw_span: str) -> Tuple[str, str]:
+    """A request's (trace id, span id) as OpenTelemetry writes them (32 and
+    16 hex digits, "0" when absent or not a number): the form of the
+    ``otelTraceID`` / ``otelSpanID`` log fields. A 32-hex-digit trace id is
+    W3C's (a decimal 64-bit id has at most 20 digits), and so is its span id."""
+    if _is_w3c(raw_trace, 32):
+        return raw_trace, raw_span if _is_w3c(raw_span, 16) else "0"
+    return _from_decimal(raw_trace, 32), _from_decimal(raw_span, 16)
 
 
 def install_record_factory() -> None:

@@ -373,7 +373,10 @@ std::vector<request_case> request_cases() {
   c.push_back({"trace_traceparent",
                get("/", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"), 200, 1,
                [](const outcome& o) { EXPECT_EQ(o.requests.at(0).head.trace_id, "0af7651916cd43dd8448eb211c80319c"); }});
-  c.push_back({"trace_x_trace_wins", get("/", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nX-Trace: 7\r\n"),
+  // A valid traceparent wins, as with baseplate.py's propagators (trace.hpp).
+  c.push_back({"trace_traceparent_wins", get("/", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nX-Trace: 7\r\n"),
+               200, 1, [](const outcome& o) { EXPECT_EQ(o.requests.at(0).head.trace_id, "0af7651916cd43dd8448eb211c80319c"); }});
+  c.push_back({"trace_x_trace_without_valid_traceparent", get("/", "traceparent: nonsense\r\nX-Trace: 7\r\n"),
                200, 1, [](const outcome& o) { EXPECT_EQ(o.requests.at(0).head.trace_id, "7"); }});
   c.push_back({"trace_bad_traceparent", get("/", "traceparent: nonsense\r\n"), 200, 1,
                [](const outcome& o) { EXPECT_EQ(o.requests.at(0).head.trace_id, ""); }});

@@ -16,6 +16,18 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
+try:  # the installed .pth does this; a source tree on PYTHONPATH (make dev) does not
+    import _baseplate_serve_shim
+
+    _baseplate_serve_shim.install()
+except ImportError:
+    pass
+
+# Servers log JSON when stdin is not a TTY (as baseplate.py 2.7 does), which
+# is how tests run: the tests that read log lines expect the text format
+# unless they ask for JSON (test_logging_json.py).
+os.environ.setdefault("BASEPLATE_SERVE_LOG_FORMAT", "text")
+
 #: Generous bound for a server to come up on a loaded 2-core machine.
 START_TIMEOUT = 30.0
 
@@ -60,15 +72,23 @@ def free_port() -> int:
 class Server:
     """A running ``baseplate-serve`` and everything it printed."""
 
-    def __init__(self, args: Sequence[str], cwd: Path, env: Optional[dict] = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        env: Optional[dict] = None,
+        port: int = 0,
+        command: Optional[Sequence[str]] = None,
+    ) -> None:
         self.port = port
         self.cwd = cwd
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [*server_command(), *args],
+            [*(command or server_command()), *args],
             cwd=cwd,
             env=full_env,
+            stdin=subprocess.DEVNULL,  # not a TTY: JSON logs unless BASEPLATE_SERVE_LOG_FORMAT says
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

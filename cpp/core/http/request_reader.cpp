@@ -235,12 +235,10 @@ request_reader::result request_reader::check_head() {
     if (!beast::iequals(headers[expect_at_].second, "100-continue")) return reject(417, "unsupported Expect");
     expect_continue_ = h.version == 11;
   }
-  if (h.trace_id.empty() && !traceparent_.empty()) {
-    trace_context tc;
-    if (parse_traceparent(traceparent_, tc)) {
-      h.trace_id = std::move(tc.trace_id);
-      h.span_id = std::move(tc.span_id);
-    }
+  {
+    trace_context tc = resolve_trace(h.trace_id, h.span_id, traceparent_);
+    h.trace_id = std::move(tc.trace_id);
+    h.span_id = std::move(tc.span_id);
   }
   auto length = parser_->content_length();
   h.content_length = length ? std::optional<std::uint64_t>(*length) : std::nullopt;

@@ -2,6 +2,7 @@
 
 #include "../io_thread.hpp"
 #include "../log.hpp"
+#include "../trace.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -96,8 +97,12 @@ void connection::next_message() {
   // Load shedding: see max_pending_requests (each call counts down when it ends).
   if (!admit()) return shed();
   deadline_ = clock::time_point::max();
-  auto trace = codec_.headers().find("Trace");
-  trace_id_ = trace != codec_.headers().end() && !trace->second.empty() ? trace->second : "-";
+  auto header = [&](const char* name) -> std::string_view {
+    auto it = codec_.headers().find(name);
+    return it == codec_.headers().end() ? std::string_view() : std::string_view(it->second);
+  };
+  auto tc = resolve_trace(header("Trace"), header("Span"), header("traceparent"));
+  trace_id_ = tc.trace_id.empty() ? "-" : std::move(tc.trace_id);
   if (opts_.access_log) {
     method_ = codec_.method_name();
     started_ = clock::now();
