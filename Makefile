@@ -3,7 +3,11 @@
 PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := g++ make libboost-dev libboost-log-dev libthrift-dev thrift-compiler zlib1g-dev libgtest-dev wrk
+# A minimal Debian 12 (debootstrap --variant=minbase) has none of these;
+# scripts/minimal-debian.sh checks that `make run` and `make test` work there.
+# python3-dev: CMake's Development.Module (Python.h); python3-venv: ensurepip.
+APT_PACKAGES := g++ make python3 python3-dev python3-venv libboost-dev libboost-log-dev libthrift-dev \
+  thrift-compiler zlib1g-dev libgtest-dev pkg-config curl ca-certificates wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
