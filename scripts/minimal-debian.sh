@@ -64,8 +64,19 @@ git -C "$clone" fetch -q "$src" HEAD
 git -C "$clone" checkout -q --detach FETCH_HEAD
 echo "clone: $(git -C "$clone" log --oneline -1)"
 
+# A host behind a TLS-intercepting egress proxy trusts a local CA: pass it on
+# (Debian's ca-certificates adds it to the system bundle, and pip is told to
+# use that bundle instead of its own). An ordinary machine has none.
+extra_env=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  extra_env=(PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
+  echo "passing on the host's local CA certificates (PIP_CERT)"
+fi
+
 in_chroot() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive /bin/bash -euo pipefail -c "$1"; }
+  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${extra_env[@]}" /bin/bash -euo pipefail -c "$1"; }
 
 # Waits (bounded) until localhost:$port answers and prints the body.
 wait_hello() {
@@ -99,7 +110,7 @@ wheel)
   [ -n "$wheel" ] || { echo "minimal-debian.sh: no manylinux wheel in dist/ (make wheel)" >&2; exit 2; }
   cp "$wheel" "$root/root/"
   step "apt-get install python3-venv (no -dev package, no Boost, no Thrift)"
-  in_chroot "apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv curl >/dev/null"
+  in_chroot "apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv curl ca-certificates >/dev/null"
   took "apt-get"
   step "pip install the wheel into a venv"
   in_chroot "python3 -m venv /root/venv && /root/venv/bin/pip install -q /root/$(basename "$wheel")"
