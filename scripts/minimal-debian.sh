@@ -79,9 +79,10 @@ in_chroot() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/us
   LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${extra_env[@]}" /bin/bash -euo pipefail -c "$1"; }
 
 # Waits (bounded) until localhost:$port answers and prints the body.
-wait_hello() {
+wait_hello() {  # seconds, pid of what should serve
   for _ in $(seq 1 "$1"); do
     if body=$(curl -fsS "http://127.0.0.1:$port/" 2>/dev/null); then echo "curl: $body"; return 0; fi
+    kill -0 "$2" 2>/dev/null || return 1
     sleep 1
   done
   return 1
@@ -95,7 +96,7 @@ quickstart)
   step "make run"
   in_chroot "cd /root/baseplate-serve && exec make run" > "$work/make-run.log" 2>&1 &
   run_pid=$!
-  if wait_hello 3600; then took "make run (until curl answered)"; else echo "make run did not serve; see $work/make-run.log"; tail -30 "$work/make-run.log"; exit 1; fi
+  if wait_hello 3600 "$run_pid"; then took "make run (until curl answered)"; else echo "make run did not serve; see $work/make-run.log"; tail -30 "$work/make-run.log"; exit 1; fi
   # make run serves in the foreground: stop the server it started.
   server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
   [ -n "$server" ] && kill -TERM "$server"
@@ -122,7 +123,7 @@ wheel)
   step "baseplate-serve examples/hello/hello.ini"
   in_chroot "cd /root/baseplate-serve/examples/hello && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port hello.ini" > "$work/wheel-serve.log" 2>&1 &
   serve_pid=$!
-  if wait_hello 60; then took "start-up"; else cat "$work/wheel-serve.log"; exit 1; fi
+  if wait_hello 60 "$serve_pid"; then took "start-up"; else cat "$work/wheel-serve.log"; exit 1; fi
   server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
   kill -TERM "$server"; wait "$serve_pid" || true
   cat "$work/wheel-serve.log"
