@@ -51,6 +51,9 @@ step "unpack a fresh minbase chroot into $root"
 debootstrap --variant=minbase --unpack-tarball="$tarball" bookworm "$root" "$mirror" >/dev/null
 took "chroot"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# What the Debian installer writes (debootstrap leaves /etc/hosts out), so
+# that localhost, the default --bind, resolves as on an installed machine.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
