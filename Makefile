@@ -64,7 +64,7 @@ ASAN_ENV := LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-n
   UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan" \
   BPS_SANITIZER_LOGS="$(ASAN_LOGS)"
 test-asan: system-deps venv
-	$(PIP) install -q cmake ninja pybind11 $$($(VENV)/bin/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['test']))")
+	$(PIP) install -q cmake ninja pybind11 $$($(VENV)/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(p['dependencies'] + p['optional-dependencies']['test']))")
 	$(VENV)/bin/cmake -S . -B $(ASAN_DIR) -G Ninja -DBPS_SANITIZE=ON -DBPS_BUILD_PYTHON=ON -DBPS_BUILD_TESTS=ON \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
 	  -DPython_EXECUTABLE=$(abspath $(VENV)/bin/python) -Dpybind11_DIR=$$($(VENV)/bin/python -m pybind11 --cmakedir)

@@ -220,7 +220,7 @@ def test_native_requests_never_wait_for_the_gil(run_server, libs, tmp_path):
 
 def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
     server = run_server(ini=http_ini(libs["http_v999"]), wait=False)
-    assert server.wait() == 1
+    assert server.wait() == 2
     err = server.stderr.strip().splitlines()
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: ")
@@ -228,10 +228,12 @@ def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
 
 
 @pytest.mark.parametrize(
-    "case",
-    ["missing-file", "missing-factory", "not-a-plugin", "factory-throws", "wrong-kind"],
+    "case, status",
+    # As for a Python factory: a library or factory that is not there exits 2
+    # (a config error), the app's own code failing exits 1.
+    [("missing-file", 2), ("missing-factory", 2), ("not-a-plugin", 2), ("factory-throws", 1), ("wrong-kind", 1)],
 )
-def test_load_errors_are_one_line_and_exit_1(run_server, libs, tmp_path, case):
+def test_load_errors_are_one_line_and_exit_status(run_server, libs, tmp_path, case, status):
     if case == "missing-file":
         ini, expected = http_ini(tmp_path / "libnothere.so"), "cannot load native app"
     elif case == "missing-factory":
@@ -245,7 +247,7 @@ def test_load_errors_are_one_line_and_exit_1(run_server, libs, tmp_path, case):
         ini = thrift_ini(libs["http"]).replace(":make_processor", ":make_app")
         expected = "returned an HTTP handler, but [server:main] factory = baseplate.server.thrift needs a Thrift processor"
     server = run_server(ini=ini, wait=False)
-    assert server.wait() == 1
+    assert server.wait() == status
     err = server.stderr.strip().splitlines()
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: "), err[0]
