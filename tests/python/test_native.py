@@ -127,6 +127,29 @@ def echo_module():
             del sys.modules[name]
 
 
+def test_native_thrift_app_links_the_libthrift_the_server_loads(run_server, libs, echo_module):
+    """The SDK links a Thrift app to the server's own libthrift (the
+    system's for a build from source, the bundled copy for a manylinux
+    wheel): one libthrift in the process, not two copies with their own
+    globals."""
+    Echo, _ = echo_module
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+
+    server = run_server(ini=thrift_ini(libs["thrift"]))
+    trans = TTransport.TFramedTransport(TSocket.TSocket("127.0.0.1", server.port))
+    trans.open()
+    try:
+        assert Echo.Client(TBinaryProtocol.TBinaryProtocol(trans)).echo("one copy") == "one copy"
+    finally:
+        trans.close()
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    paths = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    libthrift = {p for p in paths if os.path.basename(p).startswith(("libthrift-", "libthrift."))}
+    assert len(libthrift) == 1, sorted(libthrift)
+    assert server.stop() == 0
+
+
 @pytest.mark.parametrize("kind", list(_thrift_clients()))
 def test_native_thrift_app_with_every_client(run_server, libs, echo_module, kind):
     from thrift.Thrift import TApplicationException
