@@ -21,6 +21,7 @@ work=${BPS_CHROOT_DIR:-/tmp/bps-minimal-debian}
 mirror=${BPS_MIRROR:-http://deb.debian.org/debian}
 tarball=$work/bookworm-minbase.tar.gz
 root=$work/root-$mode
+# make run serves on the default localhost:9090; the wheel checks use --bind.
 port=${BPS_PORT:-9090}
 
 [ "$(id -u)" = 0 ] || { echo "minimal-debian.sh: run as root (debootstrap, chroot, mount)" >&2; exit 2; }
@@ -38,11 +39,21 @@ if [ ! -f "$tarball" ]; then
   took "debootstrap (download)"
 fi
 
+bg_groups=()
 cleanup() {
+  # The servers first (each started in its own process group), then the
+  # mounts; the tree is removed only once nothing of the host is mounted in it.
+  for g in "${bg_groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  sleep 1
+  for g in "${bg_groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
   for m in dev/pts dev/shm dev proc sys; do
-    mountpoint -q "$root/$m" && umount -l "$root/$m"
+    if mountpoint -q "$root/$m"; then umount -l "$root/$m"; fi
   done
-  if [ "${BPS_KEEP:-0}" != 1 ]; then rm -rf "$root"; fi
+  if grep -q " $root/" /proc/mounts; then
+    echo "minimal-debian.sh: mounts left under $root, not removing it" >&2
+  elif [ "${BPS_KEEP:-0}" != 1 ]; then
+    rm -rf "$root"
+  fi
 }
 trap cleanup EXIT
 
@@ -78,8 +89,21 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   echo "passing on the host's local CA certificates (PIP_CERT)"
 fi
 
-in_chroot() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${extra_env[@]}" /bin/bash -euo pipefail -c "$1"; }
+chroot_env=(/usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${extra_env[@]}")
+in_chroot() { chroot "$root" "${chroot_env[@]}" /bin/bash -euo pipefail -c "$1"; }
+# Starts "$1" in the chroot in the background, in a process group of its own
+# (bg_pid is its leader, and with `exec` the server itself), output to "$2".
+in_chroot_bg() {
+  setsid chroot "$root" "${chroot_env[@]}" /bin/bash -euo pipefail -c "$1" > "$2" 2>&1 &
+  bg_pid=$!
+  bg_groups+=("$bg_pid")
+}
+stop_bg() {  # SIGTERM to the whole group, then wait (bounded) for the leader
+  kill -TERM -- "-$1" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$1" 2>/dev/null || return 0; sleep 1; done
+  kill -KILL -- "-$1" 2>/dev/null || true
+}
 
 # Waits (bounded) until localhost:$port answers and prints the body.
 wait_hello() {  # seconds, pid of what should serve
@@ -97,20 +121,19 @@ quickstart)
   in_chroot "apt-get update -qq && apt-get install -y -qq make >/dev/null"
   took "apt-get install make"
   step "make run"
-  in_chroot "cd /root/baseplate-serve && exec make run" > "$work/make-run.log" 2>&1 &
-  run_pid=$!
+  in_chroot_bg "cd /root/baseplate-serve && exec make run" "$work/make-run.log"
+  run_pid=$bg_pid
   if wait_hello 3600 "$run_pid"; then took "make run (until curl answered)"; else echo "make run did not serve; see $work/make-run.log"; tail -30 "$work/make-run.log"; exit 1; fi
-  # make run serves in the foreground: stop the server it started.
-  server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
-  [ -n "$server" ] && kill -TERM "$server"
-  wait "$run_pid" || true
-  tail -5 "$work/make-run.log"
+  stop_bg "$run_pid"  # make run serves in the foreground, as for a user until Ctrl-C
+  grep "baseplate_serve:" "$work/make-run.log" | tail -6
   step "make test"
-  in_chroot "cd /root/baseplate-serve && make test" 2>&1 | tee "$work/make-test.log" | tail -40
+  in_chroot "cd /root/baseplate-serve && make test" > "$work/make-test.log" 2>&1 || { tail -60 "$work/make-test.log"; exit 1; }
   took "make test"
+  grep -E "tests passed|[0-9]+ passed" "$work/make-test.log" | tail -3
   ;;
 wheel)
-  wheel=$(ls "$src"/dist/baseplate_serve-*manylinux*.whl 2>/dev/null | head -1)
+  port=${BPS_PORT:-19090}  # not make run's, so that both checks can run at once
+  wheel=$(ls "$src"/dist/baseplate_serve-*manylinux*.whl 2>/dev/null | head -1 || true)
   [ -n "$wheel" ] || { echo "minimal-debian.sh: no manylinux wheel in dist/ (make wheel)" >&2; exit 2; }
   cp "$wheel" "$root/root/"
   step "apt-get install python3-venv (no -dev package, no Boost, no Thrift)"
@@ -119,33 +142,31 @@ wheel)
   step "pip install the wheel into a venv"
   in_chroot "python3 -m venv /root/venv && /root/venv/bin/pip install -q /root/$(basename "$wheel")"
   took "pip install"
-  in_chroot "dpkg -l | awk '/^ii/ {print \$2}' | grep -- '-dev\$' && exit 1 || echo 'no -dev package installed'"
+  in_chroot "if dpkg -l | awk '/^ii/ {print \$2}' | grep -- '-dev\$'; then exit 1; fi; echo 'no -dev package installed'"
   echo "=== ldd of _core*.so"
   in_chroot "ldd /root/venv/lib/python3*/site-packages/baseplate_serve/_core*.so"
-  in_chroot "ldd /root/venv/lib/python3*/site-packages/baseplate_serve/_core*.so | grep -q 'not found' && exit 1 || true"
+  in_chroot "if ldd /root/venv/lib/python3*/site-packages/baseplate_serve/_core*.so | grep 'not found'; then exit 1; fi"
   step "baseplate-serve examples/hello/hello.ini"
-  in_chroot "cd /root/baseplate-serve/examples/hello && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port hello.ini" > "$work/wheel-serve.log" 2>&1 &
-  serve_pid=$!
+  in_chroot_bg "cd /root/baseplate-serve/examples/hello && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port hello.ini" "$work/wheel-serve.log"
+  serve_pid=$bg_pid
   if wait_hello 60 "$serve_pid"; then took "start-up"; else cat "$work/wheel-serve.log"; exit 1; fi
-  server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
-  kill -TERM "$server"; wait "$serve_pid" || true
+  stop_bg "$serve_pid"
   cat "$work/wheel-serve.log"
   step "a native Thrift plugin built against the installed SDK (the plugin prerequisites, without libthrift-dev)"
   in_chroot "apt-get install -y -qq --no-install-recommends g++ make libboost-dev thrift-compiler >/dev/null && /root/venv/bin/pip install -q cmake"
-  in_chroot "dpkg -s libthrift-dev >/dev/null 2>&1 && exit 1; ls /usr/lib/*/libthrift* 2>/dev/null; echo 'libthrift-dev not installed'"
-  in_chroot "cd /root/baseplate-serve/examples/native_thrift && PATH=/root/venv/bin:\$PATH cmake -S . -B build -DBaseplateServe_DIR=\$(/root/venv/bin/baseplate-serve --sdk-dir) >/dev/null && PATH=/root/venv/bin:\$PATH cmake --build build >/dev/null && ls build/*.so"
-  in_chroot "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port native_thrift.ini" > "$work/wheel-thrift.log" 2>&1 &
-  serve_pid=$!
-  server=""
+  in_chroot "if dpkg -s libthrift-dev >/dev/null 2>&1; then exit 1; fi; echo 'libthrift-dev not installed'"
+  in_chroot "cd /root/baseplate-serve/examples/native_thrift && export PATH=/root/venv/bin:\$PATH && cmake -S . -B build -DBaseplateServe_DIR=\$(baseplate-serve --sdk-dir) >/dev/null && cmake --build build >/dev/null && ls build/*.so"
+  took "plugin build"
+  in_chroot_bg "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port app.ini" "$work/wheel-thrift.log"
+  serve_pid=$bg_pid
   for _ in $(seq 1 60); do
-    server=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && grep -qa baseplate-serve "$p/cmdline" 2>/dev/null && basename "$p"; done | head -1)
-    [ -n "$server" ] && grep -q "Listening on" "$work/wheel-thrift.log" && break
+    if grep -q "Listening on" "$work/wheel-thrift.log" || ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
     sleep 1
   done
-  echo "=== libthrift in /proc/$server/maps:"
-  grep -o '/[^ ]*libthrift[^ ]*' "/proc/$server/maps" | sort -u
-  n=$(grep -o '/[^ ]*libthrift-[^ ]*' "/proc/$server/maps" | sort -u | wc -l)
-  kill -TERM "$server"; wait "$serve_pid" || true
+  echo "=== libthrift in /proc/$serve_pid/maps:"
+  grep -o '/[^ ]*libthrift[^ ]*' "/proc/$serve_pid/maps" | sort -u || true
+  n=$(grep -o '/[^ ]*libthrift-[^ ]*' "/proc/$serve_pid/maps" | sort -u | wc -l || true)
+  stop_bg "$serve_pid"
   cat "$work/wheel-thrift.log"
   [ "$n" = 1 ] || { echo "expected one libthrift, found $n"; exit 1; }
   echo "=== one libthrift in the process"
