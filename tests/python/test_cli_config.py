@@ -756,9 +756,11 @@ def test_loggers_section_hands_logging_to_fileconfig(run_server, tmp_path):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dispatch", ["gevent", "threads"])
+@pytest.mark.parametrize("dispatch", ["", "gevent", "threads"])
 def test_startup_line_names_version_config_factories_dispatch_and_listener(run_server, dispatch):
-    server = run_server(HELLO_APP, server_options=f"dispatch = {dispatch}\n")
+    """Without a dispatch option the line says gevent: a plain install has it."""
+    server = run_server(HELLO_APP, server_options=f"dispatch = {dispatch}\n" if dispatch else "")
+    dispatch = dispatch or "gevent"
     line = server.wait_for_output(r"baseplate-serve \S+: config .*").group(0)
     assert line == (
         f"baseplate-serve {project_version()}: config {server.cwd / 'app.ini'},"
