@@ -8,19 +8,29 @@ from baseplate_serve._trace import current_span_id, current_trace_id
 
 
 def __getattr__(name: str) -> str:
-    # __version__ is looked up on first use and never from the installed
-    # metadata (importlib.metadata costs start-up about 50 ms): a wheel has
-    # it in _version.py (written by the build), a source tree in pyproject.toml.
+    # __version__ is looked up on first use, and from the installed metadata
+    # only as a last resort (importlib.metadata costs start-up about 50 ms):
+    # a wheel has it in _version.py (written by the build), a source tree in
+    # pyproject.toml.
     if name != "__version__":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = _source_tree_version()
     if value is None:
         try:
             from baseplate_serve._version import __version__ as value
-        except ImportError:
-            value = "0+unknown"
+        except ImportError:  # a copy of the tree elsewhere (make test-asan)
+            value = _installed_version()
     globals()["__version__"] = value
     return value
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("baseplate-serve")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def _source_tree_version() -> "str | None":
