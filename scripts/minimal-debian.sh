@@ -160,9 +160,11 @@ wheel)
   in_chroot_bg "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port app.ini" "$work/wheel-thrift.log"
   serve_pid=$bg_pid
   for _ in $(seq 1 60); do
-    if grep -q "Listening on" "$work/wheel-thrift.log" || ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
+    if grep -q "Listening on" "$work/wheel-thrift.log" 2>/dev/null || ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
     sleep 1
   done
+  echo "=== calls with each kind of Python Thrift client (the thrift package came with the wheel)"
+  in_chroot "cd /root/baseplate-serve/examples/thrift_echo && /root/venv/bin/python client.py $port" || { stop_bg "$serve_pid"; cat "$work/wheel-thrift.log"; exit 1; }
   echo "=== libthrift in /proc/$serve_pid/maps:"
   grep -o '/[^ ]*libthrift[^ ]*' "/proc/$serve_pid/maps" | sort -u || true
   n=$(grep -o '/[^ ]*libthrift-[^ ]*' "/proc/$serve_pid/maps" | sort -u | wc -l || true)
