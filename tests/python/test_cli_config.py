@@ -219,6 +219,19 @@ def test_version(tmp_path, how):
     assert result.stdout == f"baseplate-serve {project_version()}\n"
 
 
+def test_version_from_the_source_tree(tmp_path):
+    """PYTHONPATH=python (make dev) reads the version from pyproject.toml,
+    not "0+unknown", whether or not a copy is installed."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    result = subprocess.run(
+        [sys.executable, "-c", "import baseplate_serve; print(baseplate_serve.__file__, baseplate_serve.__version__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+    )
+    path, version = result.stdout.split()
+    assert Path(path).parent == REPO / "python" / "baseplate_serve"
+    assert version == project_version()
+
+
 @pytest.mark.parametrize("how", ["command", "python -m"])
 def test_help(tmp_path, how):
     command = server_command() if how == "command" else [sys.executable, "-m", "baseplate_serve"]
