@@ -157,12 +157,14 @@ wheel)
   in_chroot "if dpkg -s libthrift-dev >/dev/null 2>&1; then exit 1; fi; echo 'libthrift-dev not installed'"
   in_chroot "cd /root/baseplate-serve/examples/native_thrift && export PATH=/root/venv/bin:\$PATH && cmake -S . -B build -DBaseplateServe_DIR=\$(baseplate-serve --sdk-dir) >/dev/null && cmake --build build >/dev/null && ls build/*.so"
   took "plugin build"
+  step "baseplate-serve examples/native_thrift/app.ini"
   in_chroot_bg "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port app.ini" "$work/wheel-thrift.log"
   serve_pid=$bg_pid
-  for _ in $(seq 1 60); do
-    if grep -q "Listening on" "$work/wheel-thrift.log" 2>/dev/null || ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
+  for _ in $(seq 1 120); do  # until the port accepts (bounded), or the server has exited
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
     sleep 1
   done
+  took "start-up"
   echo "=== calls with each kind of Python Thrift client (the thrift package came with the wheel)"
   in_chroot "cd /root/baseplate-serve/examples/thrift_echo && /root/venv/bin/python client.py $port" || { stop_bg "$serve_pid"; cat "$work/wheel-thrift.log"; exit 1; }
   echo "=== libthrift in /proc/$serve_pid/maps:"
