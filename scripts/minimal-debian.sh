@@ -8,8 +8,9 @@
 #   scripts/minimal-debian.sh wheel        # the wheel of dist/ in a chroot without any -dev package:
 #                                          # pip install, serve hello, ldd, a native Thrift plugin
 #
-# Each step prints how long it took. Slow (the quick start builds the C++ core
-# twice and runs every test: about half an hour on 2 cores), so not in CI.
+# Each step prints how long it took. Slow (it builds a Debian system, then the
+# quick start builds the C++ core twice and runs every test: 6 to 8 minutes on
+# 2 shared cores, the wheel check 2 to 3), so not in CI.
 # Environment: BPS_CHROOT_DIR (default /tmp/bps-minimal-debian) holds the
 # debootstrap tarball (made once) and the chroots; BPS_MIRROR the Debian mirror;
 # BPS_KEEP=1 keeps the chroot afterwards.
