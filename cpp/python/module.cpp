@@ -331,7 +331,9 @@ PyObject* run_ready_fn(PyObject* capsule, PyObject*) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
-  py::register_exception<plugin_error>(m, "PluginError", PyExc_RuntimeError);
+  auto plugin_error_type = py::register_exception<plugin_error>(m, "PluginError", PyExc_RuntimeError);
+  // Registered after its base, so that it is the one a plugin_lookup_error becomes.
+  py::register_exception<plugin_lookup_error>(m, "PluginLookupError", plugin_error_type.ptr());
   m.attr("SDK_VERSION") = BASEPLATE_SDK_VERSION;
   python::register_wsgi_types(m);
   py::class_<py_server>(m, "Server")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -13,9 +14,9 @@ import baseplate_serve
 
 from baseplate_serve import _einhorn, _systemd
 from baseplate_serve._config_file import read_config
-from baseplate_serve._errors import AppError, ConfigError, StartupError
+from baseplate_serve._errors import AppError, ConfigError, InstallError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
-from baseplate_serve._listener import BindEndpoint, bind_socket, parse_bind
+from baseplate_serve._listener import BindEndpoint, bind_socket, describe, listeners_sharing_port, parse_bind
 from baseplate_serve._logging import configure_logging
 from baseplate_serve._options import parse_server_options, resolve_dispatch
 
@@ -153,7 +154,95 @@ def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[
     if inherited is not None:
         logger.info("systemd socket activation: serving on the inherited listener (--bind ignored)")
         return inherited, None
-    return bind_socket(bind), None
+    listener = bind_socket(bind)
+    if listeners_sharing_port(listener):
+        # baseplate.py binds with SO_REUSEPORT too and says nothing; a port
+        # shared by mistake splits the traffic silently, so say it.
+        logger.warning(
+            "--bind %s: another socket already listens on %s; the kernel now spreads new connections"
+            " between them (SO_REUSEPORT, as baseplate.py binds). Stop the other server if that is not meant.",
+            bind.text,
+            describe(listener),
+        )
+    return listener, None
+
+
+class _StartupInterrupted(SystemExit):
+    """A stop signal before serving began (while the app factory loads, say).
+    A SystemExit: an app's ``except Exception`` does not swallow it, and the
+    gevent hub, if the signal arrives while it runs, hands it on to the main
+    greenlet instead of printing it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(0)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _StartupInterrupted(signum)
+
+
+def _handle_stop_signals_during_startup() -> None:
+    """SIGINT, SIGTERM and SIGUSR2 before serving stop the start-up with one
+    log line and exit 0, as they do while serving: no KeyboardInterrupt
+    traceback, no silent death by SIGTERM. The serving loop installs its own
+    handlers afterwards."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, _raise_interrupted)
+
+
+def _native_server_class() -> Any:
+    """NativeServer, or one error line when the native core does not load
+    (a library it links missing, a broken or missing extension)."""
+    try:
+        from baseplate_serve._native import NativeServer
+    except ImportError as exc:
+        raise InstallError(
+            f"cannot load the native core (baseplate_serve._core): {exc}; reinstall baseplate-serve"
+            " (pip install --force-reinstall baseplate-serve) or install the missing library"
+        ) from None
+    return NativeServer
+
+
+def _log_startup(cfg: Any, server_factory: str, dispatch: str, listener: socket.socket) -> None:
+    """One line that says what serves what, and how."""
+    logger.info(
+        "baseplate-serve %s: config %s, server %s ([%s]), app %s ([%s]), dispatch %s, listener %s",
+        baseplate_serve.__version__,
+        os.path.abspath(cfg.filename),
+        server_factory,
+        cfg.server_section,
+        cfg.app["factory"].strip(),
+        cfg.app_section,
+        dispatch,
+        describe(listener),
+    )
+
+
+class _UnixSocketFile:
+    """Removes the UNIX socket file this process bound once it stops (a
+    clean stop leaves nothing behind), unless another server has bound a
+    new socket at that path meanwhile."""
+
+    def __init__(self, listener: socket.socket, bind: BindEndpoint) -> None:
+        self._path: Optional[str] = None
+        self._inode = 0
+        # Only a socket bound here to --bind: Einhorn's and systemd's belong to them.
+        if listener.family == socket.AF_UNIX and bind.family == socket.AF_UNIX and listener.getsockname() == bind.text:
+            try:
+                self._inode = os.stat(bind.text).st_ino
+                self._path = bind.text
+            except OSError:
+                pass
+
+    def remove(self) -> None:
+        if self._path is None:
+            return
+        try:
+            if os.stat(self._path).st_ino == self._inode:
+                os.unlink(self._path)
+        except OSError:
+            pass
 
 
 def install_shim() -> None:
@@ -179,6 +268,7 @@ def _baseplate_py_hooks() -> Any:
 
 def run(args: argparse.Namespace) -> None:
     """Loads the config and the app, binds, and serves until stopped."""
+    _handle_stop_signals_during_startup()
     sys.path.insert(0, os.getcwd())
     install_shim()
     cfg = read_config(args.config_file, args.server_name, args.app_name)
@@ -208,6 +298,9 @@ def run(args: argparse.Namespace) -> None:
         # Before the app is imported, as baseplate.py does: its clients,
         # pools and sleeps must cooperate with the hub.
         _patch_all()
+    # The native core before the app: a broken install is one error line
+    # before the app's import time is spent.
+    native_server = _native_server_class() if builtin and not handler else None
     baseplate_py = _baseplate_py_hooks()
     if baseplate_py is not None:
         baseplate_py.before_app(cfg.app, dispatch)
@@ -225,59 +318,68 @@ def run(args: argparse.Namespace) -> None:
         # Any other factory is called as baseplate.py calls it.
         make_server = load_factory(server_factory, "make_server", filename=cfg.filename, section=cfg.server_section)
     listener, on_ready = make_listener(args.bind)
+    socket_file = _UnixSocketFile(listener, args.bind)
     if args.reload:
         from baseplate_serve._reloader import start_reload_watcher
 
         start_reload_watcher([cfg.filename])
 
-    if builtin == "wsgi" and handler:
-        if baseplate_py is not None:
-            baseplate_py.after_app(cfg.server, app, None)
-        _pywsgi.serve(cfg, listener, app, on_ready)
-    elif builtin:
-        from baseplate_serve._native import NativeServer
+    try:
+        if builtin == "wsgi" and handler:
+            if baseplate_py is not None:
+                baseplate_py.after_app(cfg.server, app, None)
+            _log_startup(cfg, server_factory, f"gevent (pywsgi, handler {handler})", listener)
+            _pywsgi.serve(cfg, listener, app, on_ready)
+        elif builtin:
+            server = native_server(
+                cfg.server,
+                listener,
+                app,
+                protocol=builtin,
+                dispatch=dispatch or "threads",
+                filename=cfg.filename,
+                section=cfg.server_section,
+            )
+            if baseplate_py is not None:
+                baseplate_py.after_app(cfg.server, app, lambda: server._core.stats()["open_connections"])
+            _log_startup(cfg, server_factory, dispatch or "threads", listener)
+            server.serve_forever(on_ready)
+        else:
+            from baseplate_serve._custom import run_custom_server
 
-        server = NativeServer(
-            cfg.server,
-            listener,
-            app,
-            protocol=builtin,
-            dispatch=dispatch or "threads",
-            filename=cfg.filename,
-            section=cfg.server_section,
-        )
-        if baseplate_py is not None:
-            baseplate_py.after_app(cfg.server, app, lambda: server._core.stats()["open_connections"])
-        server.serve_forever(on_ready)
-    else:
-        from baseplate_serve._custom import run_custom_server
-
-        drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
-        custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
-        if baseplate_py is not None:
-            baseplate_py.after_app(cfg.server, app, None)
-        run_custom_server(custom, listener, on_ready, drain)
+            drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
+            custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
+            if baseplate_py is not None:
+                baseplate_py.after_app(cfg.server, app, None)
+            _log_startup(cfg, server_factory, "the server factory's own", listener)
+            run_custom_server(custom, listener, on_ready, drain)
+    finally:
+        socket_file.remove()
 
 
 def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tuple[str, str]) -> None:
     """A native app: no monkey-patching and no Python on the request path."""
-    from baseplate_serve._native import NativeServer
-
+    native_server = _native_server_class()
     listener, on_ready = make_listener(args.bind)
+    socket_file = _UnixSocketFile(listener, args.bind)
     if args.reload:
         from baseplate_serve._reloader import start_reload_watcher
 
         start_reload_watcher([cfg.filename, native[0]])
-    NativeServer(
-        cfg.server,
-        listener,
-        None,
-        protocol=protocol,
-        dispatch="threads",
-        filename=cfg.filename,
-        section=cfg.server_section,
-        native=(native[0], native[1], cfg.app, cfg.app_section),
-    ).serve_forever(on_ready)
+    try:
+        _log_startup(cfg, f"{cfg.server['factory'].strip()}", "threads (native app)", listener)
+        native_server(
+            cfg.server,
+            listener,
+            None,
+            protocol=protocol,
+            dispatch="threads",
+            filename=cfg.filename,
+            section=cfg.server_section,
+            native=(native[0], native[1], cfg.app, cfg.app_section),
+        ).serve_forever(on_ready)
+    finally:
+        socket_file.remove()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -285,6 +387,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     try:
         run(args)
+    except _StartupInterrupted as exc:
+        message = f"Received {signal.Signals(exc.signum).name} while starting: stopped before serving"
+        if logging.getLogger().handlers:
+            logger.info("%s", message)
+        else:
+            print(f"baseplate-serve: {message}", file=sys.stderr)
+        sys.exit(0)
     except StartupError as exc:
         if isinstance(exc, AppError) and exc.__cause__ is not None:
             logging.getLogger("baseplate_serve").error("%s", exc, exc_info=exc.__cause__)

@@ -22,3 +22,10 @@ class AppError(StartupError):
     """The app's own code failed while loading (exit 1, traceback logged)."""
 
     exit_status = 1
+
+
+class InstallError(StartupError):
+    """The installation is broken: the native core or a library it needs
+    cannot be loaded (exit 1)."""
+
+    exit_status = 1

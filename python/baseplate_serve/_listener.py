@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import struct
 
 from dataclasses import dataclass
 from typing import Tuple, Union
@@ -72,6 +73,30 @@ def bind_socket(endpoint: BindEndpoint, backlog: int = socket.SOMAXCONN) -> sock
         sock.close()
         raise ConfigError(f"--bind {endpoint.text}: cannot listen: {exc.strerror or exc}") from None
     return sock
+
+
+def listeners_sharing_port(sock: socket.socket) -> int:
+    """How many other listening TCP sockets (of any process in this network
+    namespace) are bound to the same address and port as ``sock``: with
+    SO_REUSEPORT, as baseplate.py binds, a second server of the same user on
+    a port joins it instead of failing. 0 for a UNIX socket, or when
+    /proc/net is not readable."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    host, port = sock.getsockname()[:2]
+    packed = socket.inet_pton(sock.family, host)
+    # /proc/net/tcp{,6}: the address as 32-bit words in host (little-endian)
+    # order, each printed as hex; the port as big-endian hex.
+    words = struct.unpack(f"<{len(packed) // 4}I", packed)
+    local = "".join(f"{w:08X}" for w in words) + f":{port:04X}"
+    table = "/proc/net/tcp" if sock.family == socket.AF_INET else "/proc/net/tcp6"
+    try:
+        with open(table, encoding="ascii") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return 0
+    listening = sum(1 for row in rows if len(row) > 3 and row[1] == local and row[3] == "0A")
+    return max(listening - 1, 0)
 
 
 def _remove_stale_unix_socket(path: str) -> None:

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from baseplate_serve import _core, _lifecycle
-from baseplate_serve._errors import AppError
+from baseplate_serve._errors import AppError, ConfigError
 from baseplate_serve._file_wrapper import FileWrapper
 from baseplate_serve._listener import describe
 from baseplate_serve._logging import emit_native
@@ -74,6 +74,8 @@ class NativeServer:
         where = f"{filename}: [{app_section}] factory"
         try:
             kind = self._core.set_native_app(path, factory, app_config)
+        except _core.PluginLookupError as exc:  # no such factory: exit 2, as for a Python factory
+            raise ConfigError(f"{where}: {exc}") from None
         except _core.PluginError as exc:
             raise AppError(f"{where}: {exc}") from None
         finally:

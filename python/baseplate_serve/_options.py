@@ -33,8 +33,15 @@ def _non_negative(parser: Callable[[str], int]) -> Callable[[str], int]:
     return parse
 
 
+def _timespan(text: str) -> datetime.timedelta:
+    try:
+        return config.TimespanWithLegacyFallback(text)
+    except ValueError:  # not "could not convert string to float", which names no timespan
+        raise ValueError(f'invalid timespan {text.strip()!r} (e.g. "30 seconds", or a number of seconds)') from None
+
+
 def _seconds(default: float) -> Any:
-    return config.Optional(config.TimespanWithLegacyFallback, default=datetime.timedelta(seconds=default))
+    return config.Optional(_timespan, default=datetime.timedelta(seconds=default))
 
 
 def _ms(span: datetime.timedelta) -> int:

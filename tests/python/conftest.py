@@ -47,6 +47,60 @@ def sanitizer_reports(pid: Optional[int] = None) -> List[Path]:
     )
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stale_install_report(tree: Path, package_dir: Path) -> List[str]:
+    """What the copy of baseplate_serve at ``package_dir`` (the one the
+    servers under test import) lacks of the source ``tree``: Python files
+    that differ from the tree's, and a _core older than the C++ sources.
+    Empty when it is up to date (or is the tree itself, built in place)."""
+    problems: List[str] = []
+    if package_dir.resolve() != (tree / "python" / "baseplate_serve").resolve():
+        for name in ("baseplate_serve", "baseplate"):
+            for source in sorted((tree / "python" / name).rglob("*.py")):
+                rel = source.relative_to(tree / "python")
+                copy = package_dir.parent / rel
+                if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                    problems.append(f"{rel} differs from the tree's")
+    cores = sorted(package_dir.glob("_core*.so"))
+    if not cores:
+        problems.append(f"no _core*.so in {package_dir}")
+    else:
+        core_time = max(c.stat().st_mtime for c in cores)
+        sources = [tree / "CMakeLists.txt", *(tree / "cmake").rglob("*"), *(tree / "cpp").rglob("*")]
+        newer = [p for p in sources if p.is_file() and p.stat().st_mtime > core_time]
+        if newer:
+            problems.append(
+                f"{cores[0].name} is older than {len(newer)} C++ source(s), e.g. {newer[0].relative_to(tree)}"
+            )
+    return problems
+
+
+def pytest_sessionstart(session):
+    """The servers under test run the INSTALLED package (or PYTHONPATH's):
+    refuse to test a copy older than the tree, which would test stale code
+    and pass or fail for the wrong reasons. BPS_ALLOW_STALE=1 only warns."""
+    import baseplate_serve
+
+    package_dir = Path(baseplate_serve.__file__).resolve().parent
+    problems = stale_install_report(REPO, package_dir)
+    if not problems:
+        return
+    message = (
+        f"\n{'!' * 78}\nThe tests would run baseplate_serve from {package_dir},\n"
+        f"which is older than the source tree {REPO}:\n  - "
+        + "\n  - ".join(problems[:10])
+        + ("\n  - ..." if len(problems) > 10 else "")
+        + "\nRun `make install` (or `make dev` and PYTHONPATH=python) first;"
+        " BPS_ALLOW_STALE=1 runs anyway.\n" + "!" * 78 + "\n"
+    )
+    if os.environ.get("BPS_ALLOW_STALE") == "1":
+        sys.stderr.write(message)
+        return
+    pytest.exit(message, returncode=4)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reports = sanitizer_reports()
     if reports:

