@@ -331,6 +331,8 @@ def run(args: argparse.Namespace) -> None:
             _log_startup(cfg, server_factory, f"gevent (pywsgi, handler {handler})", listener)
             _pywsgi.serve(cfg, listener, app, on_ready)
         elif builtin:
+            # Before the server takes the listener over.
+            _log_startup(cfg, server_factory, dispatch or "threads", listener)
             server = native_server(
                 cfg.server,
                 listener,
@@ -342,7 +344,6 @@ def run(args: argparse.Namespace) -> None:
             )
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, lambda: server._core.stats()["open_connections"])
-            _log_startup(cfg, server_factory, dispatch or "threads", listener)
             server.serve_forever(on_ready)
         else:
             from baseplate_serve._custom import run_custom_server
