@@ -3,6 +3,7 @@
 /// Python worker threads through a work_queue, and hands signals and native
 /// log records to the Python main thread.
 #include "dispatch.hpp"
+#include "exit_deadline.hpp"
 #include "http/connection.hpp"
 #include "plugin_loader.hpp"
 #include "server.hpp"
@@ -336,6 +337,14 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<plugin_lookup_error>(m, "PluginLookupError", plugin_error_type.ptr());
   m.attr("SDK_VERSION") = BASEPLATE_SDK_VERSION;
   python::register_wsgi_types(m);
+  m.def(
+      "arm_exit_deadline",
+      [](double seconds, std::string line) {
+        exit_deadline::arm(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000)), std::move(line));
+      },
+      py::arg("seconds"), py::arg("line"),
+      "At `seconds` from now, writes `line` to stderr and exits with status 1, whatever Python is doing.");
+  m.def("disarm_exit_deadline", &exit_deadline::disarm, "Cancels arm_exit_deadline.");
   py::class_<py_server>(m, "Server")
       .def(py::init<const py::dict&, const std::string&, const std::string&>(), py::arg("options"),
            py::arg("protocol"), py::arg("dispatch"))

@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include "exit_deadline.hpp"
 #include "http/connection.hpp"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 
@@ -215,4 +217,30 @@ TEST_F(server_fixture, graceful_stop_closes_idle_connections) {
   char c;
   EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // closed by the server
   ::close(fd);
+}
+
+// The stop deadline ends the process with status 1 and its line, whatever
+// the process is doing (here: sleeping far past it).
+TEST(ExitDeadline, ExitsWithTheLineAtTheDeadline) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        exit_deadline::arm(std::chrono::milliseconds(50), "stop deadline passed: {detail}",
+                           [] { return std::string("2 requests cut"); });
+        std::this_thread::sleep_for(std::chrono::seconds(30));
+      },
+      ::testing::ExitedWithCode(1), "stop deadline passed: 2 requests cut");
+}
+
+TEST(ExitDeadline, DisarmCancelsIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        exit_deadline::arm(std::chrono::milliseconds(100), "must not appear");
+        exit_deadline::disarm();
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        std::fprintf(stderr, "still running\n");
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "still running");
 }
