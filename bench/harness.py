@@ -40,7 +40,7 @@ import threading
 import time
 import traceback
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -107,6 +107,7 @@ class Server:
     protocol: str = "http"  # ready check: "http" (GET path answers 200) or "thrift" (an echo call)
     needs: Tuple[Path, ...] = ()  # files without which the server is skipped (not built)
     env: Dict[str, str] = field(default_factory=dict)
+    upstream: bool = False  # calls bench/native's raw_asio_server at BENCH_UPSTREAM (started per run)
 
 
 def _bind(port: int) -> str:
@@ -197,6 +198,17 @@ S: Dict[str, Server] = {
             "sleep-pywsgi-nodelay", "gevent pywsgi + TCP_NODELAY", APPS, str(CONFIGS / "sleep10-pywsgi.ini"),
             "--nodelay",
         ),
+        # HTTP, one call per request to an upstream (bench/apps/upstream.py)
+        *(
+            replace(s, upstream=True, needs=(NATIVE / "raw_asio_server",))
+            for s in (
+                ours("upstream-gevent", "ours, gevent (default)", APPS, str(CONFIGS / "upstream-gevent.ini")),
+                ours("upstream-threads", "ours, threads (python_threads = 50)", APPS,
+                     str(CONFIGS / "upstream-threads.ini")),
+                pywsgi("upstream-pywsgi-nodelay", "gevent pywsgi + TCP_NODELAY", APPS,
+                       str(CONFIGS / "upstream-pywsgi.ini"), "--nodelay"),
+            )
+        ),
         # native HTTP app with and without a log line per request
         ours("native-nolog", "native, log_each_request = false", NATIVE_HTTP, str(CONFIGS / "native-log-false.ini"),
              needs=(NATIVE_HTTP_LIB,)),
@@ -285,6 +297,13 @@ SCENARIOS: Dict[str, Scenario] = {
                                       "sleep-pywsgi-nodelay")],
             ["sleep-gevent", "sleep-threads50"],
             f"`wrk -t1 -c{CONNECTIONS} --latency` (at most {CONNECTIONS} / 10 ms = 5,000 req/s)",
+        ),
+        Scenario(
+            "http-upstream", "a WSGI handler that makes one HTTP call to an upstream (bench/apps/upstream.py:"
+            " a pooled http.client connection to raw_asio_server on the load generator's core)", "load",
+            [Case(k, "wrk") for k in ("upstream-gevent", "upstream-threads", "upstream-pywsgi-nodelay")],
+            ["upstream-gevent", "upstream-threads"],
+            f"`wrk -t1 -c{CONNECTIONS} --latency`, GET / (the upstream shares the load generator's core)",
         ),
         Scenario(
             "native-log", "examples/native_http, one INFO log line per request (stdout to a file) or none",
@@ -496,6 +515,30 @@ class Skipped(Exception):
     pass
 
 
+def start_upstream(server: Server) -> Optional[subprocess.Popen]:
+    """For a server that calls an upstream: raw_asio_server on the load
+    generator's core (so the server's core does only the server's work), its
+    address in the server's BENCH_UPSTREAM."""
+    if not server.upstream:
+        return None
+    exe = NATIVE / "raw_asio_server"
+    if not exe.exists():
+        raise Skipped(f"not built: {exe} (bench/run.sh builds it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["taskset", "-c", CLIENT_CPU, str(exe), str(port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not http_ok(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError("the upstream (raw_asio_server) did not answer")
+        time.sleep(0.05)
+    server.env = {**server.env, "BENCH_UPSTREAM": f"127.0.0.1:{port}"}
+    return proc
+
+
 # --- load generators -----------------------------------------------------------------------
 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -649,6 +692,7 @@ class Bench:
         server = S[case.server]
         port = free_port()
         log_path = str(OUT / f"{scenario.name}.{case.key}.{rnd}")
+        upstream = start_upstream(server)
         with open(f"{log_path}.server.log", "w") as log:
             proc = start(server, port, log)
             try:
@@ -659,6 +703,8 @@ class Bench:
                 out, m = measure_load(proc, argv, secs + 60, log_path)
             finally:
                 stop(proc)
+                if upstream is not None:
+                    stop(upstream)
         r = parse(out)
         return Run(
             scenario=scenario.name,
