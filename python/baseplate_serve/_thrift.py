@@ -27,12 +27,20 @@ class CallTransport(TTransportBase, CReadableTransport):
     headers (bytes to bytes) with the same methods as THeaderTransport."""
 
     def __init__(self, payload: bytes, headers: Dict[bytes, bytes], protocol_id: int) -> None:
-        self._read_buffer = BytesIO(payload)
         self._write_buffer = BytesIO()
+        self._protocol_id = protocol_id
+        self.reset(payload, headers)
+
+    def reset(self, payload: bytes, headers: Dict[bytes, bytes]) -> None:
+        """Makes this transport ready for another call (see process_call)."""
+        self._read_buffer = BytesIO(payload)
+        self._write_buffer.seek(0)
+        self._write_buffer.truncate()
         self._read_headers = headers
+        # New containers, not cleared ones: what a caller got from reply()
+        # or get_headers() for an earlier call stays as it was.
         self._write_headers: Dict[bytes, bytes] = {}
         self._write_transforms: List[int] = []
-        self._protocol_id = protocol_id
 
     # -- transport
     def isOpen(self) -> bool:
@@ -111,16 +119,40 @@ class HeaderCompactProtocol(_HeaderMixin, TCompactProtocolAccelerated):
     """Compact protocol with THeaderProtocol's header methods."""
 
 
+#: Transport and protocol pairs of finished calls, per protocol id, reused by
+#: later calls: building them costs as much Python as an echo call's own
+#: decoding, processing and encoding. A list, not one pair per thread:
+#: greenlets interleave calls on one thread. Pops and appends are atomic
+#: under the GIL.
+_idle: Dict[int, List[Tuple[CallTransport, Any]]] = {}
+#: Pairs kept per protocol id at most (the calls in flight at a peak).
+_MAX_IDLE = 256
+
+
+def _new_pair(payload: bytes, headers: Dict[bytes, bytes], protocol_id: int) -> Tuple[CallTransport, Any]:
+    trans = CallTransport(payload, headers, protocol_id)
+    if protocol_id == COMPACT_PROTOCOL_ID:
+        return trans, HeaderCompactProtocol(trans)
+    return trans, HeaderBinaryProtocol(trans, strictRead=False, strictWrite=True)
+
+
 def process_call(
     processor: Any, payload: bytes, headers: Dict[bytes, bytes], protocol_id: int
 ) -> Tuple[bytes, Dict[bytes, bytes], bool]:
     """Runs ``processor.process(iprot, oprot)`` for one call, as baseplate.py
     does (one protocol object for both), and returns the reply message, its
     info headers, and whether the app asked for a zlib reply."""
-    trans = CallTransport(payload, headers, protocol_id)
-    if protocol_id == COMPACT_PROTOCOL_ID:
-        prot: Any = HeaderCompactProtocol(trans)
+    idle = _idle.setdefault(protocol_id, [])
+    if idle:
+        pair = idle.pop()
+        pair[0].reset(payload, headers)
     else:
-        prot = HeaderBinaryProtocol(trans, strictRead=False, strictWrite=True)
+        pair = _new_pair(payload, headers, protocol_id)
+    trans, prot = pair
     processor.process(prot, prot)
-    return trans.reply()
+    reply = trans.reply()
+    # Only after a call that ended cleanly: a protocol that raised may be
+    # mid-message (the compact protocol keeps a state machine).
+    if len(idle) < _MAX_IDLE:
+        idle.append(pair)
+    return reply

@@ -512,6 +512,29 @@ def test_client_gone_in_the_middle_of_a_message(echo_server, kind):
     assert TRACEBACK not in log.out
 
 
+@pytest.mark.parametrize("kind", ["framed_compact", "framed_binary"])
+def test_calls_after_a_message_the_processor_could_not_decode(echo_server, kind):
+    # The server reuses the transport and protocol of finished calls; one
+    # whose processor raised mid-message (the compact protocol keeps a state
+    # machine) must not be reused, nor leave anything to the next calls.
+    server = echo_server()
+    log = Log(server)
+    whole = encode_call(kind.replace("framed", "buffered"), "echo", Echo.echo_args(message="cut inside"), 1)
+    cut = whole[: len(whole) - 6]  # a whole frame whose message ends inside the struct
+    with raw_connection(server.port) as bad:
+        bad.sendall(len(cut).to_bytes(4, "big") + cut)
+        wait_closed(bad)
+    log.wait_for(CLOSING)
+    compact = "header_compact" if kind == "framed_compact" else "header_binary"
+    for i in range(20):  # more calls than pairs kept: each one reuses or makes one
+        with Client(server.port, kind) as c, Client(server.port, compact) as h:
+            assert c.echo.echo(f"after {i}") == f"after {i}"
+            h.trans.set_header(b"Trace", f"t{i}".encode())
+            assert h.echo.request_headers() == {"Trace": f"t{i}"}
+            assert h.echo.request_headers() == {}  # nothing stays from the last call
+            assert b"Echo-Trace" not in h.trans.get_headers()
+
+
 OVERSIZED = ["framed_binary", "header_binary", "framed_compact", "buffered_binary", "buffered_compact", "header_zlib"]
 
 
