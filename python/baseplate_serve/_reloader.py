@@ -9,7 +9,9 @@ reported and the watcher keeps watching, so fixing it brings the server back.
 What crosses the re-exec, and what does not:
 
 - No descriptor but the listener of a process manager (Einhorn's
-  ``EINHORN_FD_<n>``, systemd's fd 3): every other one is marked close-on-exec
+  ``EINHORN_FD_<n>``, systemd's fd 3) and the watcher's inotify descriptor
+  (a change saved while the new process starts waits there for its watcher
+  instead of being lost): every other one is marked close-on-exec
   just before ``execv``, client connections the core accepted included (Asio
   accepts them inheritable), so their clients see the close at once instead
   of hanging on a process that no longer knows them. A listener bound here to
@@ -63,6 +65,11 @@ def _watched_files(extra_files: Iterable[str]) -> Set[str]:
     return {f for f in files if os.path.exists(f)}
 
 
+#: The watcher's inotify descriptor, handed to the re-executed command: a
+#: change saved while it starts is queued there instead of lost.
+INOTIFY_VAR = "BASEPLATE_SERVE_RELOAD_INOTIFY"
+
+
 class _Inotify:
     """The few inotify calls needed, through libc (the stdlib has none)."""
 
@@ -70,10 +77,25 @@ class _Inotify:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self.fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        inherited = self._inherited()
+        self.fd = inherited if inherited is not None else libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
+        # Watching a directory again returns its watch descriptor of before,
+        # so events queued by the previous process map to the same paths.
         self.dirs: Dict[int, str] = {}
+
+    @staticmethod
+    def _inherited() -> Optional[int]:
+        """The descriptor of the process this one replaced, if any."""
+        try:
+            fd = int(os.environ.pop(INOTIFY_VAR, ""))
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                return None
+        except (ValueError, OSError):
+            return None
+        os.set_inheritable(fd, False)
+        return fd
 
     def watch_dir(self, path: str) -> None:
         mask = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
@@ -138,18 +160,18 @@ def _cloexec_range(libc: Optional[ctypes.CDLL], first: int, last: int) -> None:
                 pass  # the directory's own descriptor, closed meanwhile
 
 
-def _keep_only(keep: Optional[int]) -> None:
-    """Every descriptor from 3 on is closed by the coming ``execv``, except ``keep``."""
+def _keep_only(keep: Iterable[int]) -> None:
+    """Every descriptor from 3 on is closed by the coming ``execv``, except those in ``keep``."""
     try:
         libc: Optional[ctypes.CDLL] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         libc = None
-    if keep is None:
-        _cloexec_range(libc, 3, _MAX_FD)
-        return
-    _cloexec_range(libc, 3, keep - 1)
-    _cloexec_range(libc, keep + 1, _MAX_FD)
-    os.set_inheritable(keep, True)
+    first = 3
+    for fd in sorted(set(keep)):
+        _cloexec_range(libc, first, fd - 1)
+        os.set_inheritable(fd, True)
+        first = fd + 1
+    _cloexec_range(libc, first, _MAX_FD)
 
 
 def _remove_bytecode(sources: Iterable[str]) -> None:
@@ -173,14 +195,15 @@ class _Reexec:
         #: Environment the process manager set, to set again (systemd's is removed once read).
         self.env = dict(listener.env)
 
-    def __call__(self, changed: Iterable[str]) -> None:
+    def __call__(self, changed: Iterable[str], inotify_fd: int) -> None:
         logger.warning("Reloading: %s", " ".join(sys.argv))
         for handler in logging.getLogger().handlers:
             handler.flush()
         _remove_bytecode(changed)
         for name, value in self.env.items():
             os.environ[name] = value
-        _keep_only(self.kept.fileno() if self.kept is not None else None)
+        os.environ[INOTIFY_VAR] = str(inotify_fd)
+        _keep_only([inotify_fd] + ([self.kept.fileno()] if self.kept is not None else []))
         argv = [sys.executable] + (["-m", "baseplate_serve"] if sys.argv[0].endswith("__main__.py") else [sys.argv[0]])
         os.execv(sys.executable, argv + sys.argv[1:])
 
@@ -210,7 +233,7 @@ def _watch(extra_files: Iterable[str], reexec: _Reexec) -> None:
             continue
         if any(not _compiles(f) for f in broken - changed):
             continue
-        reexec(pending)
+        reexec(pending, inotify.fd)
 
 
 def start_reload_watcher(extra_files: Iterable[str], listener: Listener) -> socket.socket:

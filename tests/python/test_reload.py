@@ -200,3 +200,32 @@ def test_reload_under_systemd_socket_activation_keeps_the_activated_port(spawn, 
         server.send(signal.SIGTERM)
         assert server.wait(30) == 0, server.stdout + server.stderr
         assert server.stderr == ""
+
+
+#: An app that says which version it imports, then takes a while to start.
+SLOW_START_APP = """
+import time
+
+print("importing v{n}", flush=True)
+
+
+def make_app(app_config):
+    time.sleep(2)  # the new process's watcher starts after this
+
+    def app(environ, start_response):
+        body = b"v{n}"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+"""
+
+
+def test_a_change_saved_while_the_new_process_starts_is_not_lost(run_server, tmp_path):
+    (tmp_path / "app.py").write_text(SLOW_START_APP.format(n=1))
+    server = run_server(ini=INI, args=["--reload"])
+    (tmp_path / "app.py").write_text(SLOW_START_APP.format(n=2))
+    server.wait_for_output(r"importing v2", RELOAD_BOUND)
+    # v2 is imported; its process does not watch yet.
+    (tmp_path / "app.py").write_text(SLOW_START_APP.format(n=3))
+    assert poll_body(server.port, b"v3", RELOAD_BOUND + 5) is None, server.stdout
+    assert server.stop() == 0, server.stderr
