@@ -9,6 +9,7 @@ exec'd workers, so the ACK goes through ``EINHORN_SOCK_PATH``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 
@@ -60,6 +61,12 @@ def get_listener() -> Optional[Listener]:
     sock = get_socket()
     if sock is None:
         return None
+    count = os.environ.get("EINHORN_FD_COUNT", "1")
+    if count != "1":
+        # As baseplate.py, which serves get_socket(0); but not silently.
+        logging.getLogger("baseplate_serve").warning(
+            "Einhorn passed %s sockets (EINHORN_FD_COUNT=%s): serving only the first, EINHORN_FD_0", count, count
+        )
     return Listener(sock, inherited=True, on_ready=ack_startup)
 
 

@@ -582,6 +582,36 @@ def test_einhorn_unix_listener_with_its_family(spawn, tmp_path):
         control.close()
 
 
+def test_einhorn_with_several_sockets_serves_the_first_and_says_so(spawn, tmp_path):
+    write_app(tmp_path)
+    first, second = socket.socket(), socket.socket()
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for s in (first, second):
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            s.setblocking(False)
+        sock_path = tmp_path / "einhorn.sock"
+        control.bind(str(sock_path))
+        control.listen(8)
+        control.settimeout(START_TIMEOUT)
+        env = einhorn_env(first, sock_path, EINHORN_FD_COUNT="2", EINHORN_FD_1=str(second.fileno()))
+        worker = spawn(
+            [*server_command(), "--bind", f"127.0.0.1:{free_port()}", "app.ini"],
+            env,
+            pass_fds=(first.fileno(), second.fileno()),
+        )
+        assert read_ack(control)["pid"] == worker.proc.pid
+        worker.wait_for_output(r"WARNING .*Einhorn passed 2 sockets \(EINHORN_FD_COUNT=2\): serving only the first")
+        assert get(first.getsockname()[1], "/first")[0] == 200
+        worker.send(signal.SIGUSR2)
+        assert worker.wait(30) == 0, worker.stdout + worker.stderr
+    finally:
+        first.close()
+        second.close()
+        control.close()
+
+
 def test_einhorn_environment_of_another_master_is_ignored(run_server, tmp_path):
     env = {
         "EINHORN_MASTER_PID": str(os.getppid()),  # not the server's parent
