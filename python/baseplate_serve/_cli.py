@@ -389,6 +389,9 @@ def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tup
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``baseplate-serve`` and ``python -m baseplate_serve``."""
+    from baseplate_serve._reloader import close_stragglers
+
+    close_stragglers()  # when re-executed by --reload
     args = parse_args(argv)
     try:
         run(args)

@@ -14,7 +14,9 @@ What crosses the re-exec, and what does not:
   instead of being lost): every other one is marked close-on-exec
   just before ``execv``, client connections the core accepted included (Asio
   accepts them inheritable), so their clients see the close at once instead
-  of hanging on a process that no longer knows them. A listener bound here to
+  of hanging on a process that no longer knows them; one accepted between
+  the marking and the exec is closed by the new process first thing
+  (``close_stragglers``). A listener bound here to
   ``--bind`` is closed too; the new process binds it again, as baseplate.py's
   reloader does.
 - No stale bytecode: a ``.pyc`` is trusted when the source's mtime (whole
@@ -25,8 +27,6 @@ What crosses the re-exec, and what does not:
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib.util
 import logging
 import os
@@ -37,9 +37,12 @@ import sys
 import threading
 import time
 
-from typing import Dict, Iterable, Optional, Set
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Set
 
 from baseplate_serve._listener import Listener
+
+if TYPE_CHECKING:
+    import ctypes
 
 logger = logging.getLogger("baseplate_serve.reload")
 
@@ -65,16 +68,29 @@ def _watched_files(extra_files: Iterable[str]) -> Set[str]:
     return {f for f in files if os.path.exists(f)}
 
 
+#: The descriptors --reload keeps across the re-exec, for close_stragglers.
+KEEP_FDS_VAR = "BASEPLATE_SERVE_RELOAD_KEEP_FDS"
 #: The watcher's inotify descriptor, handed to the re-executed command: a
 #: change saved while it starts is queued there instead of lost.
 INOTIFY_VAR = "BASEPLATE_SERVE_RELOAD_INOTIFY"
+
+
+def _libc() -> "ctypes.CDLL":
+    """The C library (ctypes is imported here, not at start-up: the command
+    imports this module at every start to look for close_stragglers' work)."""
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class _Inotify:
     """The few inotify calls needed, through libc (the stdlib has none)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+
+        libc = _libc()
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         inherited = self._inherited()
@@ -140,13 +156,15 @@ _CLOSE_RANGE_CLOEXEC = 1 << 2
 _MAX_FD = 0xFFFFFFFF
 
 
-def _cloexec_range(libc: Optional[ctypes.CDLL], first: int, last: int) -> None:
+def _cloexec_range(libc: Optional["ctypes.CDLL"], first: int, last: int) -> None:
     """Marks descriptors ``first..last`` close-on-exec, without closing them:
     the core's threads still use theirs until ``execv`` replaces the process."""
     if first > last:
         return
     close_range = getattr(libc, "close_range", None) if libc is not None else None
     if close_range is not None:
+        import ctypes
+
         close_range.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_int]
         if close_range(first, last, _CLOSE_RANGE_CLOEXEC) == 0:
             return
@@ -163,7 +181,7 @@ def _cloexec_range(libc: Optional[ctypes.CDLL], first: int, last: int) -> None:
 def _keep_only(keep: Iterable[int]) -> None:
     """Every descriptor from 3 on is closed by the coming ``execv``, except those in ``keep``."""
     try:
-        libc: Optional[ctypes.CDLL] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc: Optional["ctypes.CDLL"] = _libc()
     except OSError:
         libc = None
     first = 3
@@ -172,6 +190,27 @@ def _keep_only(keep: Iterable[int]) -> None:
         os.set_inheritable(fd, True)
         first = fd + 1
     _cloexec_range(libc, first, _MAX_FD)
+
+
+def close_stragglers() -> None:
+    """First thing in the re-executed command: closes every descriptor from
+    3 on that ``_keep_only`` did not keep. The core's threads ran on until
+    ``execv``, so a connection accepted between the marking and the exec
+    (Asio accepts inheritable) crossed it; nothing of this process is open
+    yet to be mistaken for one."""
+    if KEEP_FDS_VAR not in os.environ:
+        return
+    keep = set()
+    for text in os.environ.pop(KEEP_FDS_VAR).split(","):
+        if text.strip().isdigit():
+            keep.add(int(text))
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= 3 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the directory's own descriptor, closed already
 
 
 def _remove_bytecode(sources: Iterable[str]) -> None:
@@ -202,8 +241,10 @@ class _Reexec:
         _remove_bytecode(changed)
         for name, value in self.env.items():
             os.environ[name] = value
+        keep = [inotify_fd] + ([self.kept.fileno()] if self.kept is not None else [])
         os.environ[INOTIFY_VAR] = str(inotify_fd)
-        _keep_only([inotify_fd] + ([self.kept.fileno()] if self.kept is not None else []))
+        os.environ[KEEP_FDS_VAR] = ",".join(map(str, keep))
+        _keep_only(keep)
         argv = [sys.executable] + (["-m", "baseplate_serve"] if sys.argv[0].endswith("__main__.py") else [sys.argv[0]])
         os.execv(sys.executable, argv + sys.argv[1:])
 

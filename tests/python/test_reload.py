@@ -229,3 +229,29 @@ def test_a_change_saved_while_the_new_process_starts_is_not_lost(run_server, tmp
     (tmp_path / "app.py").write_text(SLOW_START_APP.format(n=3))
     assert poll_body(server.port, b"v3", RELOAD_BOUND + 5) is None, server.stdout
     assert server.stop() == 0, server.stderr
+
+
+def test_a_connection_that_crossed_the_reexec_is_closed_by_the_new_process(spawn, tmp_path):
+    """The core's threads run until execv: a connection accepted between the
+    close-on-exec marking and the exec crosses it. The re-executed command
+    closes every descriptor it was not meant to keep, first thing. (The race
+    itself is microseconds wide; this hands the new process such a
+    descriptor, with the variable --reload sets.)"""
+    write_version(tmp_path, 1)
+    (tmp_path / "app.ini").write_text(INI)
+    ours, crossed = socket.socketpair()
+    try:
+        port = free_port()
+        server = spawn(
+            [*server_command(), "--bind", f"127.0.0.1:{port}", "app.ini"],
+            {"BASEPLATE_SERVE_RELOAD_KEEP_FDS": ""},
+            pass_fds=(crossed.fileno(),),
+        )
+        crossed.close()
+        assert closed_within(ours, START_TIMEOUT), "the descriptor that crossed the exec stayed open"
+        server.wait_for_output(rf"Listening on 127\.0\.0\.1:{port}\b")
+        assert get(port)[2] == b"v1"
+        server.send(signal.SIGTERM)
+        assert server.wait(30) == 0, server.stdout + server.stderr
+    finally:
+        ours.close()
