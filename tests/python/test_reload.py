@@ -17,6 +17,8 @@ import time
 
 from pathlib import Path
 
+import pytest
+
 from conftest import START_TIMEOUT, free_port, server_command
 from test_operations import (  # noqa: F401  (spawn is a fixture)
     RELOAD_BOUND,
@@ -91,9 +93,10 @@ def closed_within(client: socket.socket, seconds: float) -> bool:
         return False
 
 
-def test_reload_closes_client_connections_and_leaks_no_socket(run_server, tmp_path):
+@pytest.mark.parametrize("dispatch", ["gevent", "threads"])
+def test_reload_closes_client_connections_and_leaks_no_socket(run_server, tmp_path, dispatch):
     write_version(tmp_path, 1)
-    server = run_server(ini=INI, args=["--reload"])
+    server = run_server(ini=INI.replace("\n\n", f"\ndispatch = {dispatch}\n\n", 1), args=["--reload"])
     assert get(server.port)[2] == b"v1"
     time.sleep(0.2)  # that connection closed on the server's side too
     sockets_at_start = open_sockets(server.proc.pid)
