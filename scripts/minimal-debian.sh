@@ -6,7 +6,7 @@
 #
 #   scripts/minimal-debian.sh quickstart   # apt-get install make; make run (curl answers); make test
 #   scripts/minimal-debian.sh wheel        # the wheel of dist/ in a chroot without any -dev package:
-#                                          # pip install, serve hello, ldd, a native Thrift plugin
+#                                          # pip install, serve hello, ldd, a native Thrift app
 #
 # Each step prints how long it took. Slow (it builds a Debian system, then the
 # quick start builds the C++ core twice and runs every test: 6 to 8 minutes on
@@ -153,11 +153,11 @@ wheel)
   if wait_hello 60 "$serve_pid"; then took "start-up"; else cat "$work/wheel-serve.log"; exit 1; fi
   stop_bg "$serve_pid"
   cat "$work/wheel-serve.log"
-  step "a native Thrift plugin built against the installed SDK (the plugin prerequisites, without libthrift-dev)"
+  step "a native Thrift app built against the installed SDK (the native app prerequisites, without libthrift-dev)"
   in_chroot "apt-get install -y -qq --no-install-recommends g++ make libboost-dev thrift-compiler >/dev/null && /root/venv/bin/pip install -q cmake"
   in_chroot "if dpkg -s libthrift-dev >/dev/null 2>&1; then exit 1; fi; echo 'libthrift-dev not installed'"
   in_chroot "cd /root/baseplate-serve/examples/native_thrift && export PATH=/root/venv/bin:\$PATH && cmake -S . -B build -DBaseplateServe_DIR=\$(baseplate-serve --sdk-dir) >/dev/null && cmake --build build >/dev/null && ls build/*.so"
-  took "plugin build"
+  took "native app build"
   step "baseplate-serve examples/native_thrift/app.ini"
   in_chroot_bg "cd /root/baseplate-serve/examples/native_thrift && exec /root/venv/bin/baseplate-serve --bind 127.0.0.1:$port app.ini" "$work/wheel-thrift.log"
   serve_pid=$bg_pid

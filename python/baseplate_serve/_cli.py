@@ -16,7 +16,7 @@ from baseplate_serve import _einhorn, _systemd
 from baseplate_serve._config_file import read_config
 from baseplate_serve._errors import AppError, ConfigError, InstallError, StartupError
 from baseplate_serve._factory import call_app_factory, load_factory
-from baseplate_serve._listener import BindEndpoint, bind_socket, describe, listeners_sharing_port, parse_bind
+from baseplate_serve._listener import BindEndpoint, Listener, bind_socket, describe, listeners_sharing_port, parse_bind
 from baseplate_serve._logging import configure_logging
 from baseplate_serve._options import parse_server_options, resolve_dispatch
 
@@ -143,17 +143,16 @@ def _check_app(cfg: Any, app: Any, protocol: str) -> None:
         )
 
 
-def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[[], None]]]:
-    """The listener: Einhorn's, else systemd's, else bound to ``--bind``.
-    Also returns what to call once serving (the Einhorn ACK)."""
-    inherited = _einhorn.get_socket()
+def make_listener(bind: BindEndpoint) -> Listener:
+    """The listener: Einhorn's, else systemd's, else bound to ``--bind``."""
+    inherited = _einhorn.get_listener()
     if inherited is not None:
         logger.info("Einhorn worker: serving on the inherited listener (--bind ignored)")
-        return inherited, _einhorn.ack_startup
-    inherited = _systemd.get_socket()
+        return inherited
+    inherited = _systemd.get_listener()
     if inherited is not None:
         logger.info("systemd socket activation: serving on the inherited listener (--bind ignored)")
-        return inherited, None
+        return inherited
     listener = bind_socket(bind)
     if listeners_sharing_port(listener):
         # baseplate.py binds with SO_REUSEPORT too and says nothing; a port
@@ -164,7 +163,20 @@ def make_listener(bind: BindEndpoint) -> Tuple[socket.socket, Optional[Callable[
             bind.text,
             describe(listener),
         )
-    return listener, None
+    return Listener(listener)
+
+
+def _take_listener(args: argparse.Namespace, watched: Sequence[str]) -> Tuple[socket.socket, Optional[Callable[[], None]]]:
+    """The socket to serve on and what to call once serving; with
+    ``--reload``, the watcher started (``watched``: files besides the loaded
+    modules)."""
+    listener = make_listener(args.bind)
+    sock = listener.sock
+    if args.reload:
+        from baseplate_serve._reloader import start_reload_watcher
+
+        sock = start_reload_watcher(watched, listener)
+    return sock, listener.on_ready
 
 
 class _StartupInterrupted(SystemExit):
@@ -317,12 +329,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         # Any other factory is called as baseplate.py calls it.
         make_server = load_factory(server_factory, "make_server", filename=cfg.filename, section=cfg.server_section)
-    listener, on_ready = make_listener(args.bind)
+    listener, on_ready = _take_listener(args, [cfg.filename])
     socket_file = _UnixSocketFile(listener, args.bind)
-    if args.reload:
-        from baseplate_serve._reloader import start_reload_watcher
-
-        start_reload_watcher([cfg.filename])
 
     try:
         if builtin == "wsgi" and handler:
@@ -361,12 +369,8 @@ def run(args: argparse.Namespace) -> None:
 def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tuple[str, str]) -> None:
     """A native app: no monkey-patching and no Python on the request path."""
     native_server = _native_server_class()
-    listener, on_ready = make_listener(args.bind)
+    listener, on_ready = _take_listener(args, [cfg.filename, native[0]])
     socket_file = _UnixSocketFile(listener, args.bind)
-    if args.reload:
-        from baseplate_serve._reloader import start_reload_watcher
-
-        start_reload_watcher([cfg.filename, native[0]])
     try:
         _log_startup(cfg, f"{cfg.server['factory'].strip()}", "threads (native app)", listener)
         native_server(
@@ -385,6 +389,9 @@ def _serve_native(args: argparse.Namespace, cfg: Any, protocol: str, native: Tup
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``baseplate-serve`` and ``python -m baseplate_serve``."""
+    from baseplate_serve._reloader import close_stragglers
+
+    close_stragglers()  # when re-executed by --reload
     args = parse_args(argv)
     try:
         run(args)

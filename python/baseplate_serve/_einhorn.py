@@ -9,12 +9,18 @@ exec'd workers, so the ACK goes through ``EINHORN_SOCK_PATH``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 
 from typing import Optional
 
 from baseplate_serve._errors import ConfigError
+from baseplate_serve._listener import Listener
+
+#: Set once this worker has ACKed, to its pid: a command re-executed by
+#: ``--reload`` (same pid) does not ACK again (the master would log an error).
+ACKED_VAR = "BASEPLATE_SERVE_EINHORN_ACKED"
 
 
 def is_worker() -> bool:
@@ -47,9 +53,29 @@ def get_socket(index: int = 0) -> Optional[socket.socket]:
         raise ConfigError(f"Einhorn: EINHORN_FD_{index}={fd} is not a socket: {exc.strerror}") from None
 
 
+def get_listener() -> Optional[Listener]:
+    """The first listener Einhorn bound for us (with the ACK to send once
+    serving), or None when this is no Einhorn worker. Its environment stays
+    as the master set it, so the command re-executed by ``--reload`` finds
+    the same descriptor."""
+    sock = get_socket()
+    if sock is None:
+        return None
+    count = os.environ.get("EINHORN_FD_COUNT", "1")
+    if count != "1":
+        # As baseplate.py, which serves get_socket(0); but not silently.
+        logging.getLogger("baseplate_serve").warning(
+            "Einhorn passed %s sockets (EINHORN_FD_COUNT=%s): serving only the first, EINHORN_FD_0", count, count
+        )
+    return Listener(sock, inherited=True, on_ready=ack_startup)
+
+
 def ack_startup() -> None:
     """Tells the master (manual ACK mode) that this worker serves."""
+    if os.environ.get(ACKED_VAR) == str(os.getpid()):
+        return  # re-executed by --reload: ACKed before
     path = os.environ["EINHORN_SOCK_PATH"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
         control.connect(path)
         control.sendall((json.dumps({"command": "worker:ack", "pid": os.getpid()}) + "\n").encode())
+    os.environ[ACKED_VAR] = str(os.getpid())

@@ -6,8 +6,8 @@ import socket
 import stat
 import struct
 
-from dataclasses import dataclass
-from typing import Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from baseplate_serve._errors import ConfigError
 
@@ -19,6 +19,21 @@ class BindEndpoint:
     text: str
     family: int
     address: Union[Tuple[str, int], str]
+
+
+@dataclass
+class Listener:
+    """The socket to serve on, and where it came from."""
+
+    sock: socket.socket
+    #: Passed by a process manager (Einhorn, systemd), not bound here.
+    inherited: bool = False
+    #: What to call once serving (Einhorn's ACK).
+    on_ready: Optional[Callable[[], None]] = None
+    #: The environment that hands ``sock`` over, as the process manager set it:
+    #: set again when ``--reload`` re-executes the command (systemd's is
+    #: removed once read), so the new process finds the same socket.
+    env: Dict[str, str] = field(default_factory=dict)
 
 
 def parse_bind(text: str) -> BindEndpoint:

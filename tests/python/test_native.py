@@ -241,7 +241,7 @@ def test_native_requests_never_wait_for_the_gil(run_server, libs, tmp_path):
     assert server.stop() == 0
 
 
-def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
+def test_native_app_built_against_another_sdk_is_refused(run_server, libs):
     server = run_server(ini=http_ini(libs["http_v999"]), wait=False)
     assert server.wait() == 2
     err = server.stderr.strip().splitlines()
@@ -254,14 +254,14 @@ def test_plugin_built_against_another_sdk_is_refused(run_server, libs):
     "case, status",
     # As for a Python factory: a library or factory that is not there exits 2
     # (a config error), the app's own code failing exits 1.
-    [("missing-file", 2), ("missing-factory", 2), ("not-a-plugin", 2), ("factory-throws", 1), ("wrong-kind", 1)],
+    [("missing-file", 2), ("missing-factory", 2), ("not-a-native-app", 2), ("factory-throws", 1), ("wrong-kind", 1)],
 )
 def test_load_errors_are_one_line_and_exit_status(run_server, libs, tmp_path, case, status):
     if case == "missing-file":
         ini, expected = http_ini(tmp_path / "libnothere.so"), "cannot load native app"
     elif case == "missing-factory":
         ini, expected = http_ini(libs["http"]).replace(":make_app", ":no_such_factory"), "has no factory no_such_factory"
-    elif case == "not-a-plugin":
+    elif case == "not-a-native-app":
         libz = next(Path("/").glob("usr/lib/*/libz.so.1"))
         ini, expected = http_ini(libz).replace("libz.so.1:make_app", "libz.so.1:make_app"), "is not a baseplate-serve native app"
     elif case == "factory-throws":

@@ -452,7 +452,8 @@ def test_reload_serves_changed_code_and_survives_a_syntax_error(run_server, tmp_
 
     # Re-executed in place (same pid), and the old listening socket was not
     # carried into the new process.
-    assert len(re.findall(r"Listening on ", server.stdout)) >= 4, server.stdout
+    # (The last "Listening on" may reach the pipe after the first response.)
+    server.wait_for_output(r"(?s)(Listening on .*){4}", 10)
     assert all(int(r["pid"]) == server.proc.pid for r in map(LOG_LINE.match, server.stdout.splitlines()) if r)
     assert listening_sockets(server.port) == 1
     assert server.stop() == 0
@@ -581,6 +582,36 @@ def test_einhorn_unix_listener_with_its_family(spawn, tmp_path):
         control.close()
 
 
+def test_einhorn_with_several_sockets_serves_the_first_and_says_so(spawn, tmp_path):
+    write_app(tmp_path)
+    first, second = socket.socket(), socket.socket()
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for s in (first, second):
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            s.setblocking(False)
+        sock_path = tmp_path / "einhorn.sock"
+        control.bind(str(sock_path))
+        control.listen(8)
+        control.settimeout(START_TIMEOUT)
+        env = einhorn_env(first, sock_path, EINHORN_FD_COUNT="2", EINHORN_FD_1=str(second.fileno()))
+        worker = spawn(
+            [*server_command(), "--bind", f"127.0.0.1:{free_port()}", "app.ini"],
+            env,
+            pass_fds=(first.fileno(), second.fileno()),
+        )
+        assert read_ack(control)["pid"] == worker.proc.pid
+        worker.wait_for_output(r"WARNING .*Einhorn passed 2 sockets \(EINHORN_FD_COUNT=2\): serving only the first")
+        assert get(first.getsockname()[1], "/first")[0] == 200
+        worker.send(signal.SIGUSR2)
+        assert worker.wait(30) == 0, worker.stdout + worker.stderr
+    finally:
+        first.close()
+        second.close()
+        control.close()
+
+
 def test_einhorn_environment_of_another_master_is_ignored(run_server, tmp_path):
     env = {
         "EINHORN_MASTER_PID": str(os.getppid()),  # not the server's parent
@@ -597,25 +628,36 @@ def test_einhorn_environment_of_another_master_is_ignored(run_server, tmp_path):
 
 # --------------------------------------------------------------------------- systemd
 
-#: Puts the listener at fd 3 and sets LISTEN_FDS/LISTEN_PID as systemd does,
-#: then execs the CLI (exec keeps the pid).
+#: Puts the listeners at fds 3, 4, ... and sets LISTEN_FDS/LISTEN_PID as
+#: systemd does, then execs the CLI (exec keeps the pid).
 LAUNCHER = """
+import fcntl
 import os
 import sys
 
-fd, whose = int(sys.argv[1]), sys.argv[2]
-if fd != 3:
-    os.dup2(fd, 3)
+fds, whose = [int(fd) for fd in sys.argv[1].split(",")], sys.argv[2]
+# Out of the way first: a listener may already sit where another one goes.
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+for fd in fds:
     os.close(fd)
-os.environ["LISTEN_FDS"] = "1"
+for i, fd in enumerate(high):
+    os.dup2(fd, 3 + i)
+    os.close(fd)
+os.environ["LISTEN_FDS"] = str(len(fds))
 os.environ["LISTEN_PID"] = str(os.getpid() if whose == "self" else os.getppid())
 os.execvp(sys.argv[3], sys.argv[3:])
 """
 
 
-def launch_socket_activated(spawn, listener: socket.socket, whose: str, bind_port: int) -> Process:
-    argv = [sys.executable, "-c", LAUNCHER, str(listener.fileno()), whose, *server_command()]
-    return spawn([*argv, "--bind", f"127.0.0.1:{bind_port}", "app.ini"], pass_fds=(listener.fileno(),))
+def launch_socket_activated(
+    spawn, listener, whose: str, bind_port: int, args: Sequence[str] = ()
+) -> Process:
+    """The CLI started as systemd starts it, with ``listener`` (a socket, or
+    a list of them) at fd 3 (and up)."""
+    listeners = listener if isinstance(listener, list) else [listener]
+    fds = [s.fileno() for s in listeners]
+    argv = [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), whose, *server_command()]
+    return spawn([*argv, *args, "--bind", f"127.0.0.1:{bind_port}", "app.ini"], pass_fds=fds)
 
 
 def test_systemd_socket_activation_serves_on_fd_3(spawn, tmp_path):
@@ -679,6 +721,25 @@ def test_systemd_variables_for_another_pid_are_ignored(spawn, tmp_path):
         assert "systemd socket activation" not in server.stdout  # the start-up line names the tmp path
         server.send(signal.SIGTERM)
         assert server.wait(30) == 0, server.stdout + server.stderr
+
+
+def test_several_systemd_sockets_are_refused_at_start(spawn, tmp_path):
+    """Two ListenStream= in a .socket unit: one clear error, exit 2, instead
+    of serving the first and holding the second open, unserved."""
+    write_app(tmp_path)
+    with socket.socket() as first, socket.socket() as second:
+        for s in (first, second):
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+        bind_port = free_port()
+        server = launch_socket_activated(spawn, [first, second], "self", bind_port)
+        assert server.wait(30) == 2, server.stdout + server.stderr
+        assert server.stderr.splitlines() == [
+            "baseplate-serve: error: systemd passed 2 sockets (LISTEN_FDS=2); baseplate-serve serves one:"
+            " give the .socket unit one ListenStream=, or run one service per socket"
+        ], server.stderr
+        assert "Listening on" not in server.stdout
+        assert connect_refused(bind_port, within=0)
 
 
 # --------------------------------------------------------------------------- custom server factories

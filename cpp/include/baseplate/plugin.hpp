@@ -15,6 +15,11 @@
 /// baseplate.server.thrift). Requests reach it on the server's I/O threads
 /// without any Python lock; a handler must not block them (complete the
 /// exchange later from another thread if it has to wait).
+///
+/// The project calls these "native apps". This header's name, the namespace
+/// `baseplate::plugin` and the exported `baseplate_plugin_sdk_version` keep an
+/// older word on purpose: native apps built against the SDK include, use and
+/// export them, and renaming them would break their sources and their load.
 #include <baseplate/http/exchange.hpp>
 
 #include <boost/property_tree/ptree.hpp>
@@ -26,7 +31,7 @@ namespace apache::thrift {
 class TProcessor;
 }
 
-/// The plugin ABI version. A plugin built against another version is
+/// The SDK's ABI version. A native app built against another version is
 /// refused at load with a message naming both.
 #ifndef BASEPLATE_SDK_VERSION
 #define BASEPLATE_SDK_VERSION 2
@@ -73,7 +78,7 @@ enum level : int { debug = 10, info = 20, warning = 30, error = 40, critical = 5
 
 }  // namespace baseplate::plugin
 
-/// The version this plugin was built against; the server reads it before
+/// The version this native app was built against; the server reads it before
 /// calling any factory. Weak: every file that includes this header defines
 /// it, and the linker keeps one.
 extern "C" __attribute__((weak, visibility("default"))) const int baseplate_plugin_sdk_version = BASEPLATE_SDK_VERSION;
