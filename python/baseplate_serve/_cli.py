@@ -197,11 +197,15 @@ def _native_server_class() -> Any:
     try:
         from baseplate_serve._native import NativeServer
     except ImportError as exc:
-        raise InstallError(
-            f"cannot load the native core (baseplate_serve._core): {exc}; reinstall baseplate-serve"
-            " (pip install --force-reinstall baseplate-serve) or install the missing library"
-        ) from None
+        raise _core_load_error(exc) from None
     return NativeServer
+
+
+def _core_load_error(exc: ImportError) -> InstallError:
+    return InstallError(
+        f"cannot load the native core (baseplate_serve._core): {exc}; reinstall baseplate-serve"
+        " (pip install --force-reinstall baseplate-serve) or install the missing library"
+    )
 
 
 def _log_startup(cfg: Any, server_factory: str, dispatch: str, listener: socket.socket) -> None:
@@ -280,7 +284,10 @@ def run(args: argparse.Namespace) -> None:
     if builtin:
         # Every value checked before the app is imported; a custom factory's
         # other options are its own, so only ours are named unknown.
-        parse_server_options(cfg.server, cfg.filename, cfg.server_section)
+        try:
+            parse_server_options(cfg.server, cfg.filename, cfg.server_section)
+        except ImportError as exc:  # the options table is the native core's
+            raise _core_load_error(exc) from None
         warn_unknown_options(cfg.server, cfg.server_inherited, cfg.server_section)
     native = native_app_spec(cfg.app["factory"])
     if native:
@@ -353,7 +360,11 @@ def run(args: argparse.Namespace) -> None:
         else:
             from baseplate_serve._custom import run_custom_server
 
-            drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section, only=("drain_time",)).drain_time
+            try:
+                options = parse_server_options(cfg.server, cfg.filename, cfg.server_section, only=("drain_time",))
+            except ImportError as exc:  # the options table is the native core's
+                raise _core_load_error(exc) from None
+            drain = options.drain_time
             custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)

@@ -1,6 +1,6 @@
 """The options of ``[server:NAME]``, parsed by the one table.
 
-The table is ``_core.SERVER_OPTIONS`` (generated from cpp/core/options.hpp):
+The table is ``_core.SERVER_OPTIONS`` (``table()``) (generated from cpp/core/options.hpp):
 every option's name, kind, default, range and doc line, and whether the
 native core or the Python side reads it. Nothing here names an option's
 default or range; docs/configuration.md is held to the same table by a test
@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import functools
 import logging
 
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional
 
-from baseplate_serve import _core, config
+from baseplate_serve import config
 from baseplate_serve._errors import ConfigError
 
 logger = logging.getLogger("baseplate_serve")
 
-#: One dict per option: key, kind, user ("core" or "python"), default, min,
-#: max (in the kind's unit: milliseconds for timespans), zero, default_text,
-#: choices, doc.
-TABLE: List[Dict[str, Any]] = list(_core.SERVER_OPTIONS)
-BY_KEY: Dict[str, Dict[str, Any]] = {row["key"]: row for row in TABLE}
+
+@functools.lru_cache(maxsize=None)
+def table() -> List[Dict[str, Any]]:
+    """One dict per option: key, kind, user ("core" or "python"), default,
+    min, max (in the kind's unit: milliseconds for timespans), zero,
+    default_text, choices, doc. Imports the native core on first use (an
+    ImportError then is the caller's to report: the core does not load)."""
+    from baseplate_serve import _core
+
+    return list(_core.SERVER_OPTIONS)
+
+
+def row_of(key: str) -> Dict[str, Any]:
+    return next(row for row in table() if row["key"] == key)
 
 #: Options of [server:NAME] that are not ours but are read by baseplate.py
 #: 2.7 for its built-in server factories (baseplate/server/__init__.py,
@@ -42,7 +52,7 @@ BASEPLATE_PY_OPTIONS: FrozenSet[str] = frozenset(
 
 
 def known_options() -> FrozenSet[str]:
-    return frozenset(BY_KEY) | BASEPLATE_PY_OPTIONS
+    return frozenset(row["key"] for row in table()) | BASEPLATE_PY_OPTIONS
 
 
 class ServerOptions:
@@ -55,7 +65,7 @@ class ServerOptions:
     @property
     def core(self) -> Dict[str, int]:
         """What ``_core.Server`` takes: exactly the core rows, as ints."""
-        return {row["key"]: int(self.values[row["key"]]) for row in TABLE if row["user"] == "core"}
+        return {row["key"]: int(self.values[row["key"]]) for row in table() if row["user"] == "core"}
 
     def seconds(self, key: str) -> float:
         return self.values[key] / 1000.0
@@ -152,7 +162,7 @@ def parse_server_options(
     custom server factory whose other options are its own."""
     values: Dict[str, Any] = {}
     wanted = None if only is None else set(only)
-    for row in TABLE:
+    for row in table():
         key = row["key"]
         if key in server_config and server_config[key].strip() and (wanted is None or key in wanted):
             try:
@@ -185,7 +195,7 @@ def warn_unknown_options(server_config: Mapping[str, str], inherited: Iterable[s
 def resolve_dispatch(server_config: Mapping[str, str], filename: str, section: str) -> str:
     """``dispatch``: as configured, else gevent when it is importable, else threads."""
     try:
-        value = _parse_one(BY_KEY["dispatch"], server_config.get("dispatch", ""))
+        value = _parse_one(row_of("dispatch"), server_config.get("dispatch", ""))
     except ValueError as exc:
         raise ConfigError.at(filename, section, "dispatch", str(exc)) from None
     if value is not None:
@@ -227,7 +237,7 @@ def range_text(row: Dict[str, Any]) -> str:
 def markdown_table() -> str:
     """The options table of docs/configuration.md, rendered from the table."""
     lines = ["| option | default | range | read by | meaning |", "| --- | --- | --- | --- | --- |"]
-    for row in TABLE:
+    for row in table():
         user = "core" if row["user"] == "core" else "Python"
         lines.append(f"| `{row['key']}` | `{default_text(row)}` | {range_text(row)} | {user} | {row['doc']} |")
     return "\n".join(lines) + "\n"

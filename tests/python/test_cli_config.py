@@ -368,7 +368,7 @@ def test_server_factory_does_not_resolve(tmp_path):
     "key, value",
     [
         ("stop_timeout", "soon"),
-        ("max_concurrency", "0"),
+        ("max_concurrency", "-1"),
         ("max_concurrency", "lots"),
         ("io_threads", "0"),
         ("python_threads", "many"),
