@@ -77,5 +77,8 @@ def read_config(filename: str, server_name: Optional[str], app_name: str) -> Con
         app_section=app_section,
         app=app,
         has_logging_options=parser.has_section("loggers"),
-        server_inherited=frozenset(k for k, v in parser.defaults().items() if server.get(k) == v),
+        # raw: [DEFAULT]'s values are stored unexpanded.
+        server_inherited=frozenset(
+            k for k, v in parser.defaults().items() if server_name and parser.get(server_section, k, raw=True) == v
+        ),
     )

@@ -148,7 +148,8 @@ def test_unknown_options_get_one_warning_with_the_closest_name(run_server):
 def test_baseplate_py_and_default_options_are_not_unknown(run_server):
     known = "".join(f"{k} = false\n" for k in sorted(_options.BASEPLATE_PY_OPTIONS) if k != "factory")
     ini = (
-        "[DEFAULT]\nredis.url = redis://localhost\n\n[server:main]\nfactory = baseplate.server.wsgi\n"
+        "[DEFAULT]\nredis.url = redis://localhost\nsecrets.path = ${HOME}/secrets.json\n\n"
+        "[server:main]\nfactory = baseplate.server.wsgi\n"
         + known
         + "monitoring.blocked_hub = 2 seconds\n\n[app:main]\nfactory = app:make_app\n"
     )
