@@ -26,8 +26,11 @@ void io_thread::at_end_of_round(std::function<void()> f) {
   end_of_round_.push_back(std::move(f));
 }
 
-io_thread::io_thread(std::function<void()> on_closed)
-    : guard_(boost::asio::make_work_guard(ctx_)), sweep_timer_(ctx_), on_closed_(std::move(on_closed)) {}
+io_thread::io_thread(std::function<void()> on_closed, std::shared_ptr<std::atomic<std::size_t>> pending_requests)
+    : guard_(boost::asio::make_work_guard(ctx_)),
+      sweep_timer_(ctx_),
+      on_closed_(std::move(on_closed)),
+      pending_requests_(std::move(pending_requests)) {}
 
 io_thread::~io_thread() {
   stop();

@@ -7,6 +7,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -18,7 +20,9 @@ namespace baseplate {
 class io_thread {
  public:
   /// `on_closed` runs (on this thread) each time a connection deregisters.
-  explicit io_thread(std::function<void()> on_closed);
+  /// `pending_requests` is the server's count of requests handed to the app
+  /// (shared by all its threads; see max_pending_requests).
+  io_thread(std::function<void()> on_closed, std::shared_ptr<std::atomic<std::size_t>> pending_requests);
   io_thread(const io_thread&) = delete;
   io_thread& operator=(const io_thread&) = delete;
   ~io_thread();
@@ -26,6 +30,9 @@ class io_thread {
   boost::asio::io_context& context() { return ctx_; }
   /// The door app threads post through; it closes when this thread is destroyed.
   const std::shared_ptr<post_gate>& gate() const { return gate_; }
+  /// The server's count of pending requests; connections hold a copy, so
+  /// handles that outlive the server can still count down.
+  const std::shared_ptr<std::atomic<std::size_t>>& pending_requests() const { return pending_requests_; }
 
   /// Starts the thread. The io_context runs until stop().
   void start();
@@ -53,6 +60,7 @@ class io_thread {
   boost::asio::steady_timer sweep_timer_;
   std::unordered_map<connection_base*, std::shared_ptr<connection_base>> connections_;
   std::function<void()> on_closed_;
+  std::shared_ptr<std::atomic<std::size_t>> pending_requests_;
   std::vector<std::function<void()>> end_of_round_;  ///< pending at_end_of_round work
   std::shared_ptr<post_gate> gate_ = std::make_shared<post_gate>(ctx_);
   std::thread thread_;

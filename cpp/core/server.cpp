@@ -29,7 +29,7 @@ server::server(server_options opts, connection_factory make_connection)
   event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   for (unsigned i = 0; i < opts_.io_threads; ++i)
-    threads_.push_back(std::make_unique<io_thread>([this] { on_connection_closed(); }));
+    threads_.push_back(std::make_unique<io_thread>([this] { on_connection_closed(); }, pending_requests_));
 }
 
 server::~server() {

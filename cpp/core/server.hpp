@@ -101,6 +101,9 @@ class server {
   bool stopping_ = false;       ///< on thread 0
 
   std::atomic<std::size_t> open_{0};
+  /// Requests handed to the app and not yet answered (max_pending_requests),
+  /// counted by the connections of every I/O thread.
+  std::shared_ptr<std::atomic<std::size_t>> pending_requests_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::atomic<std::uint64_t> accepted_{0};
   std::mutex drained_mutex_;
   std::condition_variable drained_;

@@ -41,7 +41,7 @@ void post_gate::close() {
 }
 
 stream_connection::stream_connection(socket_type socket, io_thread& thread, const server_options& opts)
-    : thread_(thread), opts_(opts), pending_(opts.pending_requests), gate_(thread.gate()), socket_(std::move(socket)) {
+    : thread_(thread), opts_(opts), pending_(thread.pending_requests()), gate_(thread.gate()), socket_(std::move(socket)) {
   error_code ec;
   describe(socket_->remote_endpoint(ec), remote_host_, remote_port_);
   describe(socket_->local_endpoint(ec), local_host_, local_port_);

@@ -60,28 +60,39 @@ class queued_thrift_handler final : public thrift::handler {
   job_queue& q_;
 };
 
-std::chrono::milliseconds ms(const py::dict& d, const char* key, std::chrono::milliseconds dflt) {
-  if (!d.contains(key)) return dflt;
-  return std::chrono::milliseconds(d[key].cast<std::int64_t>());
-}
-
+/// The core's options from a dict keyed exactly as the table (INI names;
+/// timespans in milliseconds): a key the table has no core row for is an
+/// error, never dropped.
 server_options parse_options(const py::dict& d) {
   server_options o;
-  if (d.contains("io_threads")) o.io_threads = d["io_threads"].cast<unsigned>();
-  if (d.contains("max_concurrency")) o.max_concurrency = d["max_concurrency"].cast<std::size_t>();
-  o.stop_timeout = ms(d, "stop_timeout_ms", o.stop_timeout);
-  o.header_timeout = ms(d, "header_timeout_ms", o.header_timeout);
-  o.keepalive_timeout = ms(d, "keepalive_timeout_ms", o.keepalive_timeout);
-  o.io_timeout = ms(d, "io_timeout_ms", o.io_timeout);
-  if (d.contains("max_header_size")) o.max_header_size = d["max_header_size"].cast<std::uint32_t>();
-  if (d.contains("max_request_line")) o.max_request_line = d["max_request_line"].cast<std::size_t>();
-  if (d.contains("max_header_count")) o.max_header_count = d["max_header_count"].cast<std::size_t>();
-  if (d.contains("max_pending_requests")) o.max_pending_requests = d["max_pending_requests"].cast<std::size_t>();
-  if (d.contains("max_body_size")) o.max_body_size = d["max_body_size"].cast<std::uint64_t>();
-  if (d.contains("body_preread")) o.body_preread = d["body_preread"].cast<std::size_t>();
-  if (d.contains("max_frame_size")) o.max_frame_size = d["max_frame_size"].cast<std::size_t>();
-  if (d.contains("access_log")) o.access_log = d["access_log"].cast<bool>();
+  for (auto item : d) {
+    auto key = item.first.cast<std::string>();
+    if (!py::isinstance<py::int_>(item.second))
+      throw py::type_error("server option " + key + ": expected an int (milliseconds for timespans)");
+    set_option(o, key, item.second.cast<std::int64_t>());
+  }
   return o;
+}
+
+/// The table, for the Python side: one dict per option.
+py::list option_table() {
+  static const char* const kinds[] = {"count", "bytes", "timespan", "flag", "choice", "text"};
+  py::list rows;
+  for (const auto& row : server_option_table) {
+    py::dict r;
+    r["key"] = row.key;
+    r["kind"] = kinds[static_cast<int>(row.kind)];
+    r["user"] = row.user == option_user::core ? "core" : "python";
+    r["default"] = row.default_value;
+    r["min"] = row.min;
+    r["max"] = row.max;
+    r["zero"] = row.zero;
+    r["default_text"] = row.default_text;
+    r["choices"] = row.choices;
+    r["doc"] = row.doc;
+    rows.append(std::move(r));
+  }
+  return rows;
 }
 
 class py_server;
@@ -336,6 +347,8 @@ PYBIND11_MODULE(_core, m) {
   // Registered after its base, so that it is the one a plugin_lookup_error becomes.
   py::register_exception<plugin_lookup_error>(m, "PluginLookupError", plugin_error_type.ptr());
   m.attr("SDK_VERSION") = BASEPLATE_SDK_VERSION;
+  // The server options table (cpp/core/options.hpp); _options.py parses by it.
+  m.attr("SERVER_OPTIONS") = option_table();
   python::register_wsgi_types(m);
   m.def(
       "arm_exit_deadline",

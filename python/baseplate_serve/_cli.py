@@ -18,7 +18,7 @@ from baseplate_serve._errors import AppError, ConfigError, InstallError, Startup
 from baseplate_serve._factory import call_app_factory, load_factory
 from baseplate_serve._listener import BindEndpoint, Listener, bind_socket, describe, listeners_sharing_port, parse_bind
 from baseplate_serve._logging import configure_logging
-from baseplate_serve._options import parse_server_options, resolve_dispatch
+from baseplate_serve._options import parse_server_options, resolve_dispatch, warn_unknown_options
 
 logger = logging.getLogger("baseplate_serve")
 
@@ -209,11 +209,15 @@ def _native_server_class() -> Any:
     try:
         from baseplate_serve._native import NativeServer
     except ImportError as exc:
-        raise InstallError(
-            f"cannot load the native core (baseplate_serve._core): {exc}; reinstall baseplate-serve"
-            " (pip install --force-reinstall baseplate-serve) or install the missing library"
-        ) from None
+        raise _core_load_error(exc) from None
     return NativeServer
+
+
+def _core_load_error(exc: ImportError) -> InstallError:
+    return InstallError(
+        f"cannot load the native core (baseplate_serve._core): {exc}; reinstall baseplate-serve"
+        " (pip install --force-reinstall baseplate-serve) or install the missing library"
+    )
 
 
 def _log_startup(cfg: Any, server_factory: str, dispatch: str, listener: socket.socket) -> None:
@@ -289,6 +293,14 @@ def run(args: argparse.Namespace) -> None:
     server_factory = cfg.server["factory"].strip()
     builtin = "wsgi" if server_factory in BUILTIN_WSGI else "thrift" if server_factory in BUILTIN_THRIFT else None
     handler = cfg.server.get("handler", "").strip()
+    if builtin:
+        # Every value checked before the app is imported; a custom factory's
+        # other options are its own, so only ours are named unknown.
+        try:
+            parse_server_options(cfg.server, cfg.filename, cfg.server_section)
+        except ImportError as exc:  # the options table is the native core's
+            raise _core_load_error(exc) from None
+        warn_unknown_options(cfg.server, cfg.server_inherited, cfg.server_section)
     native = native_app_spec(cfg.app["factory"])
     if native:
         if not builtin:
@@ -356,7 +368,11 @@ def run(args: argparse.Namespace) -> None:
         else:
             from baseplate_serve._custom import run_custom_server
 
-            drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
+            try:
+                options = parse_server_options(cfg.server, cfg.filename, cfg.server_section, only=("drain_time",))
+            except ImportError as exc:  # the options table is the native core's
+                raise _core_load_error(exc) from None
+            drain = options.drain_time
             custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)

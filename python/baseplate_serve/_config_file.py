@@ -11,7 +11,7 @@ import configparser
 import os
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, MutableMapping, Optional
+from typing import Dict, FrozenSet, Mapping, MutableMapping, Optional
 
 from baseplate_serve._errors import ConfigError
 
@@ -38,6 +38,8 @@ class Configuration:
     app_section: str
     app: Dict[str, str]
     has_logging_options: bool
+    #: Keys of the server section that come from [DEFAULT] (shared with the app).
+    server_inherited: FrozenSet[str] = frozenset()
 
 
 def _section(parser: configparser.RawConfigParser, filename: str, name: str) -> Dict[str, str]:
@@ -75,4 +77,8 @@ def read_config(filename: str, server_name: Optional[str], app_name: str) -> Con
         app_section=app_section,
         app=app,
         has_logging_options=parser.has_section("loggers"),
+        # raw: [DEFAULT]'s values are stored unexpanded.
+        server_inherited=frozenset(
+            k for k, v in parser.defaults().items() if server_name and parser.get(server_section, k, raw=True) == v
+        ),
     )

@@ -46,11 +46,11 @@ class NativeServer:
         native: Optional[Tuple[str, str, Dict[str, str], str]] = None,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
-        self._python_threads: int = 0 if native else options["python_threads"]
-        self._drain_time: float = options["drain_time_ms"] / 1000.0
-        self._stop_timeout: float = options["stop_timeout_ms"] / 1000.0
+        self._python_threads: int = 0 if native else options.python_threads
+        self._drain_time: float = options.drain_time
+        self._stop_timeout: float = options.stop_timeout
         self._dispatch = dispatch
-        self._core = _core.Server(options, protocol, dispatch)
+        self._core = _core.Server(options.core, protocol, dispatch)
         self._core.set_log_level(logging.getLogger().getEffectiveLevel())
         if native:
             self._load_native(native, protocol, filename, section)

@@ -14,11 +14,11 @@ import socket
 
 from typing import Any, Callable, Optional
 
-from baseplate_serve import config
 from baseplate_serve._errors import ConfigError
 from baseplate_serve._factory import load_factory
 from baseplate_serve import _lifecycle
 from baseplate_serve._listener import describe
+from baseplate_serve._options import parse_server_options
 from baseplate_serve._stackdump import dump_stacks
 
 logger = logging.getLogger("baseplate_serve")
@@ -41,17 +41,7 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
     from gevent.pool import Pool
     from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
-    try:
-        parsed = config.parse_config(
-            cfg.server,
-            {
-                "max_concurrency": config.Optional(config.Integer),
-                "stop_timeout": config.Optional(config.TimespanWithLegacyFallback),
-                "drain_time": config.Optional(config.TimespanWithLegacyFallback),
-            },
-        )
-    except config.ConfigurationError as exc:
-        raise ConfigError.at(cfg.filename, cfg.server_section, exc.key, exc.error) from None
+    parsed = parse_server_options(cfg.server, cfg.filename, cfg.server_section)
     handler_class = load_factory(cfg.server["handler"], "", filename=cfg.filename, section=cfg.server_section)
     logger.warning(
         "[%s] handler = %s: serving with gevent.pywsgi instead of the native HTTP core",
@@ -62,12 +52,12 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
     server = WSGIServer(
         listener,
         application=app,
-        spawn=Pool(parsed.max_concurrency),
+        spawn=Pool(parsed.values["max_concurrency"] or None),
         log=LoggingLogAdapter(wsgi_logger, level=logging.DEBUG),
         error_log=LoggingLogAdapter(wsgi_logger, level=logging.ERROR),
         handler_class=handler_class,
     )
-    server.stop_timeout = parsed.stop_timeout.total_seconds() if parsed.stop_timeout else 0
+    server.stop_timeout = parsed.stop_timeout
     stop = gevent.event.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         gevent.signal_handler(sig, stop.set)
@@ -78,9 +68,9 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
         on_ready()
     stop.wait()
     _lifecycle.notify_stop()
-    if parsed.drain_time and parsed.drain_time.total_seconds() > 0:
-        logger.info("Draining for %.3g s before stopping", parsed.drain_time.total_seconds())
-        gevent.sleep(parsed.drain_time.total_seconds())
+    if parsed.drain_time > 0:
+        logger.info("Draining for %.3g s before stopping", parsed.drain_time)
+        gevent.sleep(parsed.drain_time)
     logger.info("Stopping gracefully")
     server.stop(timeout=server.stop_timeout)
     logger.info("Stopped")

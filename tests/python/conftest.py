@@ -249,13 +249,46 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
+#: The stop options fast_stop() adds: the defaults (baseplate.py's drain of
+#: 5 s and stop_timeout of 10 s) would add seconds to every test that stops
+#: a server; tests of the stop set their own or ask for the defaults.
+FAST_STOP = {"drain_time": "0", "stop_timeout": "0"}
+BUILTIN_FACTORIES = ("baseplate.server.wsgi", "baseplate.server.thrift")
+
+
+def fast_stop(ini: str) -> str:
+    """``ini`` with ``drain_time = 0`` (and, for the built-in factories,
+    ``stop_timeout = 0``) in each ``[server:...]`` section that does not set
+    them itself. A custom factory's stop_timeout is its own business."""
+    lines = ini.splitlines(keepends=True)
+    out: List[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if not re.match(r"\s*\[server:[^]]*\]\s*$", line):
+            continue
+        end = i
+        while end < len(lines) and not re.match(r"\s*\[", lines[end]):
+            end += 1
+        body = "".join(lines[i:end])
+        factory = re.search(r"^factory\s*[=:]\s*(\S+)", body, re.M)
+        builtin = factory is not None and factory.group(1) in BUILTIN_FACTORIES
+        for key, value in FAST_STOP.items():
+            if (key == "drain_time" or builtin) and not re.search(rf"^{key}\s*[=:]", body, re.M):
+                out.append(f"{key} = {value}\n")
+    return "".join(out)
+
+
 @pytest.fixture
 def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """``run_server(app_code, server_options="", app_options="", args=(), wait=True)``.
 
     Writes ``app.py`` (the code) and ``app.ini`` into a temp dir and starts
     ``baseplate-serve --bind 127.0.0.1:PORT app.ini`` there. The app module
-    must define ``make_app(app_config)``.
+    must define ``make_app(app_config)``. The server section gets
+    ``fast_stop()`` unless ``stop_defaults=True``.
     """
     started: List[Server] = []
 
@@ -267,6 +300,7 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         wait: bool = True,
         ini: Optional[str] = None,
         env: Optional[dict] = None,
+        stop_defaults: bool = False,
     ) -> Server:
         if app_code:
             (tmp_path / "app.py").write_text(textwrap.dedent(app_code))
@@ -277,6 +311,8 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
                 + "\n[app:main]\nfactory = app:make_app\n"
                 + textwrap.dedent(app_options)
             )
+        if not stop_defaults:
+            ini = fast_stop(ini)
         (tmp_path / "app.ini").write_text(ini)
         port = free_port()
         server = Server([*args, "--bind", f"127.0.0.1:{port}", "app.ini"], tmp_path, env, port)

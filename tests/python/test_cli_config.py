@@ -26,7 +26,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
-from conftest import Server, free_port, server_command
+from conftest import Server, fast_stop, free_port, server_command
 
 try:
     import tomllib
@@ -188,7 +188,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         if app:
             (tmp_path / "app.py").write_text(textwrap.dedent(app))
         if ini is not None:
-            (tmp_path / "app.ini").write_text(textwrap.dedent(ini))
+            (tmp_path / "app.ini").write_text(fast_stop(textwrap.dedent(ini)))
         server = Server(list(args), tmp_path, env)
         started.append(server)
         return server
@@ -368,7 +368,7 @@ def test_server_factory_does_not_resolve(tmp_path):
     "key, value",
     [
         ("stop_timeout", "soon"),
-        ("max_concurrency", "0"),
+        ("max_concurrency", "-1"),
         ("max_concurrency", "lots"),
         ("io_threads", "0"),
         ("python_threads", "many"),

@@ -32,7 +32,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import SANITIZED_CORE, Server, free_port
+from conftest import SANITIZED_CORE, Server, fast_stop, free_port
 
 pytestmark = [
     pytest.mark.compat,
@@ -151,7 +151,7 @@ def collector(compat_venv: Venv) -> Iterator[Collector]:
 def start(
     env: Venv, collector: Collector, ini: str, text: str, command: Optional[List[str]] = None, **extra: str
 ) -> Server:
-    (env.root / ini).write_text(text)
+    (env.root / ini).write_text(fast_stop(text))
     port = free_port()
     server = Server(
         ["--bind", f"127.0.0.1:{port}", ini],

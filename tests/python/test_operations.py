@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from conftest import START_TIMEOUT, free_port, server_command
+from conftest import START_TIMEOUT, fast_stop, free_port, server_command
 
 #: An app with a fast path (its body names the serving pid) and a slow one
 #: that sleeps inside ``sleepy_handler_function`` (found in SIGUSR1 dumps).
@@ -265,9 +265,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 def write_app(tmp_path: Path, app_code: str = APP, server_options: str = "") -> None:
     (tmp_path / "app.py").write_text(textwrap.dedent(app_code))
     (tmp_path / "app.ini").write_text(
-        "[server:main]\nfactory = baseplate.server.wsgi\n"
-        + textwrap.dedent(server_options)
-        + "\n[app:main]\nfactory = app:make_app\n"
+        fast_stop(
+            "[server:main]\nfactory = baseplate.server.wsgi\n"
+            + textwrap.dedent(server_options)
+            + "\n[app:main]\nfactory = app:make_app\n"
+        )
     )
 
 
@@ -433,7 +435,7 @@ def test_reload_serves_changed_code_and_survives_a_syntax_error(run_server, tmp_
     assert listening_sockets(server.port) == 1
 
     # The config file is watched.
-    (tmp_path / "app.ini").write_text(RELOAD_INI.format("bonjour"))
+    (tmp_path / "app.ini").write_text(fast_stop(RELOAD_INI.format("bonjour")))
     assert poll_body(server.port, b"one bonjour", RELOAD_BOUND) is None, server.stdout
 
     # The app's module is watched.

@@ -47,7 +47,7 @@ from thrift.Thrift import TMessageType
 from thrift.transport import TSocket, TTransport
 
 from clients import TRACEBACK, Incomplete, Log, RawConnection, frame, header_frame, header_protocol, raw_exchange
-from conftest import Server, free_port
+from conftest import Server, fast_stop, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "thrift_echo"
@@ -309,7 +309,7 @@ def wait_for_file(path: Path, timeout: float = 15) -> str:
 def start_server(cwd: Path, ini: str, app: Optional[str] = APP) -> Server:
     if app:
         (cwd / "app.py").write_text(textwrap.dedent(app))
-    (cwd / "app.ini").write_text(ini)
+    (cwd / "app.ini").write_text(fast_stop(ini))
     port = free_port()
     srv = Server(["--bind", f"127.0.0.1:{port}", "app.ini"], cwd, SERVER_ENV, port)
     try:

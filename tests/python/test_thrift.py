@@ -31,7 +31,7 @@ from thrift.transport.THeaderTransport import THeaderSubprotocolID, THeaderTrans
 from thrift.transport.TTransport import TTransportException
 
 from clients import TRACEBACK, Log, header_protocol
-from conftest import Server, free_port
+from conftest import Server, fast_stop, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "thrift_echo"
@@ -200,7 +200,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
     """The echo example with default options, shared by the module."""
     cwd = tmp_path_factory.mktemp("thrift_echo")
     copy_example(cwd)
-    (cwd / "app.ini").write_text(echo_ini())
+    (cwd / "app.ini").write_text(fast_stop(echo_ini()))
     port = free_port()
     srv = Server(["--bind", f"127.0.0.1:{port}", "app.ini"], cwd, SERVER_ENV, port)
     try:

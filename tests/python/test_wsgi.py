@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from clients import TRACEBACK, Incomplete, Log, RawConnection, raw_exchange
-from conftest import Server, free_port
+from conftest import Server, fast_stop, free_port
 
 APP = r'''
 import hashlib
@@ -425,7 +425,7 @@ def wait_for_file(path: Path, timeout: float = 15) -> str:
 def server(tmp_path_factory) -> Iterator[Server]:
     cwd = tmp_path_factory.mktemp("wsgi")
     (cwd / "app.py").write_text(textwrap.dedent(APP))
-    (cwd / "app.ini").write_text(INI)
+    (cwd / "app.ini").write_text(fast_stop(INI))
     (cwd / "blob.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     port = free_port()
     srv = Server(["--bind", f"127.0.0.1:{port}", "app.ini"], cwd, None, port)
