@@ -183,7 +183,8 @@ class GracefulStop:
         if not _core.exit_deadline_armed():
             # The native core arms it when the signal arrives; other hosts here.
             seconds = deadline_seconds(self.drain_time, self.stop_timeout)
-            _core.arm_exit_deadline(seconds - (self._clock() - started), deadline_line(seconds))
+            line = deadline_line(seconds).replace("{detail}", "the server's own stop still under way")
+            _core.arm_exit_deadline(seconds - (self._clock() - started), line)
         if self.drain_time > 0 and not self.cut:
             # Keep serving so load balancers notice before the listener goes.
             logger.info("Draining for %.3g s before stopping", self.drain_time)
