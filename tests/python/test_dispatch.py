@@ -71,6 +71,7 @@ class Request(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.path = port, path
         self.result: Optional[Tuple[int, bytes]] = None
+        self.connection: Optional[str] = None  #: the response's Connection header
         self.error: Optional[BaseException] = None
         self.done = threading.Event()
         self.start()
@@ -80,6 +81,7 @@ class Request(threading.Thread):
         try:
             conn.request("GET", self.path)
             resp = conn.getresponse()
+            self.connection = resp.getheader("Connection")
             self.result = (resp.status, resp.read())
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -190,6 +192,7 @@ def test_first_request_100ms_after_sigterm_is_served_with_connection_close(run_s
         assert "close" in resp.connection_tokens(), resp.headers
     assert server.wait(30) == 0
     assert slow.result == (200, b"slow done hold")
+    assert slow.connection == "close"
 
 
 THRIFT_IDL = """
@@ -275,6 +278,7 @@ def test_sighup_is_a_graceful_stop(run_server, dispatch):
     assert server.wait(30) == 0
     assert slow.done.wait(5)
     assert slow.result == (200, b"slow done hup"), slow.error
+    assert slow.connection == "close"  # answered during the stop
     assert lines(server.stdout, "Received SIGHUP, stopping gracefully"), server.stdout
 
 
