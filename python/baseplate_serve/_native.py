@@ -190,8 +190,8 @@ class _GeventLoop:
     """gevent dispatch: requests run in greenlets on the hub (the main
     thread), which watches the core's event fd and the dispatcher's queue
     fd. What must not wait for the hub does not: the core arms the stop's
-    deadline on its own thread, SIGUSR1 is answered by an OS thread, and a
-    monitor thread warns when the hub is blocked."""
+    deadline on its own thread, an OS thread answers SIGUSR1 and logs the
+    stop signal, and a monitor thread warns when the hub is blocked."""
 
     def __init__(self, server: NativeServer) -> None:
         import gevent.event
@@ -210,7 +210,7 @@ class _GeventLoop:
         queue_watcher.start(dispatcher.drain, start)
         event_watcher = hub.loop.io(self.core.event_fd, 1)
         event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
-        dumper = _DumpThread(self.core)
+        signals = _SignalThread(self.core, self.stop)
         threshold = self.server._blocked_hub
         monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
         # The first drain arms the queue's wake-up. It runs on the hub, like
@@ -230,29 +230,36 @@ class _GeventLoop:
             queue_watcher.stop()
             event_watcher.stop()
             self.core.close_dispatch()
-            self.core.join()  # also ends the dump thread's wait
-            dumper.join(1.0)
+            self.core.join()  # also ends the signal thread's wait
+            signals.join(1.0)
         return 0
 
 
-class _DumpThread:
-    """Answers SIGUSR1 from an OS thread (never a greenlet: under
-    monkey-patching it is started with gevent's original thread function),
-    so a request that keeps the hub busy does not delay the dump, and the
-    dump shows that request's frame on the main thread."""
+class _SignalThread:
+    """Answers SIGUSR1, and announces a stop signal, from an OS thread
+    (never a greenlet: under monkey-patching it is started with gevent's
+    original thread function), so a request that keeps the hub busy delays
+    neither: the dump shows that request's frame on the main thread, and
+    "Received SIGTERM" is logged when the signal arrives. The stop itself
+    runs on the hub; the core has armed its deadline already."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, stop: GracefulStop) -> None:
         self.core = core
-        self.join = start_os_thread(self._run, "baseplate-stackdump")
+        self.stop = stop
+        self.join = start_os_thread(self._run, "baseplate-signals")
 
     def _run(self) -> None:
         while True:
             try:
-                if not self.core.wait_dump(-1):
+                signum = self.core.wait_signal(-1)
+                if signum < 0:
                     return  # the server stopped
-                dump_stacks(self.core.stats())
-            except Exception:  # a dump must never end the thread
-                logger.exception("stack dump failed")
+                if signum == signal.SIGUSR1:
+                    dump_stacks(self.core.stats())
+                elif signum:
+                    self.stop.announce(signum)
+            except Exception:  # never end the thread
+                logger.exception("signal thread")
 
 
 def _worker_greenlets(hub: Any, run_ready: Callable[[], None]) -> Callable[[], None]:

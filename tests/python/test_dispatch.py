@@ -120,6 +120,9 @@ def test_gevent_spinning_request_cannot_hold_the_stop(run_server):
     server.wait_for_output("spin-start")
     started = time.monotonic()
     server.send(signal.SIGTERM)
+    # Logged when the signal arrives, by a thread that does not need the hub.
+    server.wait_for_output("Received SIGTERM, stopping gracefully", timeout=2)
+    assert time.monotonic() - started < 1.0
     status = server.wait(30)
     elapsed = time.monotonic() - started
     assert elapsed < 4.0, elapsed
@@ -374,3 +377,33 @@ def test_graceful_stop_exit_deadline_ends_a_stuck_host(tmp_path):
     assert proc.returncode == 1
     assert time.monotonic() - started < 5
     assert "CRITICAL baseplate_serve: stop exceeded drain_time + stop_timeout + 1 s (1.5 s): exiting with the server's own stop still under way" in proc.stderr
+
+
+# -- the dispatcher objects, as the binding shows them
+
+
+def _threads_now() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("dispatch, kind, new_threads", [("threads", "ThreadsDispatcher", 1), ("gevent", "GeventDispatcher", 0)])
+def test_each_server_has_its_own_dispatcher_object(dispatch, kind, new_threads):
+    from baseplate_serve import _core
+    from baseplate_serve._file_wrapper import FileWrapper
+
+    server = _core.Server({}, "wsgi", dispatch)
+    assert server.dispatcher is None  # made with the Python app
+    before = _threads_now()
+    server.set_wsgi_app(lambda environ, start_response: [], FileWrapper, "localhost", "80")
+    # threads: the work queue's stall watchdog; gevent: no thread at all.
+    assert _threads_now() - before == new_threads
+    d = server.dispatcher
+    assert type(d).__name__ == kind and d.name == dispatch
+    # Two servers, two dispatchers: no process-wide mode.
+    other = _core.Server({}, "wsgi", "gevent" if dispatch == "threads" else "threads")
+    other.set_wsgi_app(lambda environ, start_response: [], FileWrapper, "localhost", "80")
+    assert other.dispatcher.name != d.name and server.dispatcher.name == dispatch
+    with pytest.raises(ValueError):
+        _core.Server({}, "wsgi", "fibers")
