@@ -10,20 +10,17 @@
 #include "thrift/processor_handler.hpp"
 #include "thrift.hpp"
 #include "thrift/connection.hpp"
-#include "work_queue.hpp"
 #include "wsgi.hpp"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
-#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 
 namespace py = pybind11;
 using namespace baseplate;
-using python::job_queue;
 using python::python_job;
 
 namespace {

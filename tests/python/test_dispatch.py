@@ -407,3 +407,10 @@ def test_each_server_has_its_own_dispatcher_object(dispatch, kind, new_threads):
     assert other.dispatcher.name != d.name and server.dispatcher.name == dispatch
     with pytest.raises(ValueError):
         _core.Server({}, "wsgi", "fibers")
+
+
+def test_bad_blocked_hub_threshold_is_a_config_error(run_server):
+    server = run_server(APP, server_options=options("gevent", "monitoring.blocked_hub = soon\n"), wait=False)
+    assert server.wait() == 2
+    assert "baseplate-serve: error: app.ini: [server:main] monitoring.blocked_hub: not a timespan: 'soon'" in server.stderr
+    assert "Traceback" not in server.stderr
