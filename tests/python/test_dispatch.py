@@ -414,3 +414,39 @@ def test_bad_blocked_hub_threshold_is_a_config_error(run_server):
     assert server.wait() == 2
     assert "baseplate-serve: error: app.ini: [server:main] monitoring.blocked_hub: not a timespan: 'soon'" in server.stderr
     assert "Traceback" not in server.stderr
+
+
+GEVENT_DRIVER = """
+from gevent import monkey; monkey.patch_all()
+import logging, signal, sys, time
+import gevent, gevent.event
+from baseplate_serve._stop import GracefulStop
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+in_flight = [1]
+stop = GracefulStop(0, 10, stop_accepting=lambda: None, in_flight=lambda: in_flight[0], event=gevent.event.Event())
+stop.install_signal_handlers(use_gevent=True)
+
+def finish():
+    in_flight[0] = 0
+    stop.wake()
+
+gevent.spawn_later(0.5, finish)  # a request finishing on the hub meanwhile
+print("ready", flush=True)
+assert stop.wait_for_signal(30)
+started = time.monotonic()
+print("forced", stop.run(), "took %.1f" % (time.monotonic() - started), flush=True)
+"""
+
+
+def test_graceful_stop_on_the_gevent_hub_in_process(tmp_path):
+    # As the pywsgi path and a gevent custom server drive it.
+    script = tmp_path / "gdriver.py"
+    script.write_text(GEVENT_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, (out, err)
+    assert "Received SIGHUP, stopping gracefully" in out
+    assert re.search(r"forced 0 took [01]\.\d", out), out  # not the 10 s stop_timeout
