@@ -88,7 +88,7 @@ struct option_info {
   X("python_threads", count, 16, 1, 1024, "", "", "",                                                                \
     "threads dispatch: Python worker threads running the app; bounds how many requests can block in the app at "    \
     "once")                                                                                                         \
-  X("monitoring.blocked_hub", timespan, 1'000, 10, 3'600'000, "", "", "",                                            \
+  X("monitoring.blocked_hub", timespan, 1'000, 0, 3'600'000, "off", "", "",                                            \
     "gevent dispatch: a WARNING with the blocking greenlet's stack when the hub has not run for this long")         \
   X("handler", text, 0, 0, 0, "", "none", "",                                                                        \
     "WSGI only: a gevent.pywsgi.WSGIHandler subclass (module:Class); the app is then served by gevent's pywsgi, "   \
