@@ -288,7 +288,9 @@ def run(args: argparse.Namespace) -> None:
             )
         _serve_native(args, cfg, builtin, native)
         return
-    dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section) if builtin else None
+    # A custom factory too: baseplate.py monkey-patches before every app, and
+    # its servers are gevent servers (see _custom).
+    dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section)
     if builtin == "wsgi" and handler:
         # The native HTTP core has no place for a pywsgi handler class.
         from baseplate_serve import _pywsgi
@@ -348,12 +350,19 @@ def run(args: argparse.Namespace) -> None:
         else:
             from baseplate_serve._custom import run_custom_server
 
-            drain = parse_server_options(cfg.server, cfg.filename, cfg.server_section)["drain_time_ms"] / 1000.0
+            options = parse_server_options(cfg.server, cfg.filename, cfg.server_section)
             custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)
-            _log_startup(cfg, server_factory, "the server factory's own", listener)
-            run_custom_server(custom, listener, on_ready, drain)
+            _log_startup(cfg, server_factory, f"{dispatch} (the server factory's own server)", listener)
+            run_custom_server(
+                custom,
+                listener,
+                on_ready,
+                drain_time=options["drain_time_ms"] / 1000.0,
+                stop_timeout=options["stop_timeout_ms"] / 1000.0,
+                dispatch=dispatch,
+            )
     finally:
         socket_file.remove()
 

@@ -9,7 +9,6 @@ touch this module.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 
 from typing import Any, Callable, Optional
@@ -17,9 +16,9 @@ from typing import Any, Callable, Optional
 from baseplate_serve import config
 from baseplate_serve._errors import ConfigError
 from baseplate_serve._factory import load_factory
-from baseplate_serve import _lifecycle
+from baseplate_serve._custom import install_signal_handlers
 from baseplate_serve._listener import describe
-from baseplate_serve._stackdump import dump_stacks
+from baseplate_serve._stop import GracefulStop
 
 logger = logging.getLogger("baseplate_serve")
 
@@ -34,7 +33,7 @@ def prepare(cfg: Any) -> None:
 
 
 def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callable[[], None]]) -> None:
-    """Serves with gevent.pywsgi until SIGTERM, SIGINT or SIGUSR2."""
+    """Serves with gevent.pywsgi until a stop signal, then stops as every server does (_stop)."""
     import gevent
     import gevent.event
 
@@ -67,20 +66,34 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
         error_log=LoggingLogAdapter(wsgi_logger, level=logging.ERROR),
         handler_class=handler_class,
     )
-    server.stop_timeout = parsed.stop_timeout.total_seconds() if parsed.stop_timeout else 0
-    stop = gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
-        gevent.signal_handler(sig, stop.set)
-    gevent.signal_handler(signal.SIGUSR1, dump_stacks)
+    stop_timeout = parsed.stop_timeout.total_seconds() if parsed.stop_timeout else 0.0
+    drain_time = parsed.drain_time.total_seconds() if parsed.drain_time else 0.0
+    server.stop_timeout = stop_timeout
+    pool = server.pool
+
+    def close_remaining() -> int:
+        # What BaseServer.stop() does at its timeout: kill the greenlets still
+        # serving (each closes its connection as it dies).
+        count = len(pool)
+        if count:
+            pool.kill(block=True, timeout=0.3)  # within the exit deadline's 1 s margin
+        return count
+
+    # The stop sequence of every way of serving, on the hub: signal, drain,
+    # close the listener, wait for the pool up to stop_timeout, kill the rest.
+    stop = GracefulStop(
+        drain_time,
+        stop_timeout,
+        stop_accepting=server.close,
+        in_flight=lambda: len(pool),
+        close_remaining=close_remaining,
+        event=gevent.event.Event(),
+    )
+    install_signal_handlers(stop)  # Python-level: heard even while a request spins on the CPU
     server.start()
     logger.info("Listening on %s", describe(listener))
     if on_ready is not None:
         on_ready()
-    stop.wait()
-    _lifecycle.notify_stop()
-    if parsed.drain_time and parsed.drain_time.total_seconds() > 0:
-        logger.info("Draining for %.3g s before stopping", parsed.drain_time.total_seconds())
-        gevent.sleep(parsed.drain_time.total_seconds())
-    logger.info("Stopping gracefully")
-    server.stop(timeout=server.stop_timeout)
+    stop.wait_for_signal()
+    stop.run()
     logger.info("Stopped")
