@@ -1,5 +1,7 @@
 #include "server.hpp"
 
+#include "exit_deadline.hpp"
+
 #include <boost/asio/post.hpp>
 
 #include <fcntl.h>
@@ -22,6 +24,14 @@ namespace {
 constexpr std::size_t max_queued_logs = 10'000;
 constexpr const char* core_logger = "baseplate_serve.core";
 }  // namespace
+
+std::string live_counters::describe() const {
+  auto plural = [](std::size_t n, const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
+  };
+  return plural(open_connections.load(), "connection", "connections") + " open, " +
+         plural(in_app.load(), "request", "requests") + " in the app, " + std::to_string(queued.load()) + " queued";
+}
 
 server::server(server_options opts, connection_factory make_connection)
     : opts_(std::move(opts)), make_connection_(std::move(make_connection)) {
@@ -62,16 +72,34 @@ void server::adopt_listener(int fd) {
 void server::start() {
   if (!acceptor_) throw std::logic_error("server::start without a listener");
   signals_.emplace(threads_[0]->context(), SIGTERM, SIGINT, SIGUSR2);
+  signals_->add(SIGHUP);  // a graceful stop too, never the default kill
   signals_->add(SIGUSR1);
   struct rearm {
     server* self;
     void operator()(boost::system::error_code ec, int sig) const {
       if (ec) return;
+      if (self->signals_to_waiter_) {
+        {
+          std::lock_guard<std::mutex> lk(self->waiter_mutex_);
+          self->waiter_signals_.push_back(sig);
+        }
+        self->waiter_cv_.notify_all();
+        if (sig == SIGUSR1) {
+          self->signals_->async_wait(*this);
+          return;
+        }
+      }
       {
         std::lock_guard<std::mutex> lk(self->events_mutex_);
         if (sig == SIGUSR1) {
           self->pending_.dump = true;
         } else {
+          // Armed here, on an I/O thread, not by the host: its main thread
+          // may be stuck for as long as the app keeps it.
+          if (!self->stop_signalled_ && self->deadline_after_)
+            exit_deadline::arm(*self->deadline_after_, self->deadline_line_,
+                               [live = self->live_] { return live->describe(); });
+          self->stop_signalled_ = true;
           self->pending_.stop = true;
           self->pending_.stop_signal = sig;
         }
@@ -83,6 +111,11 @@ void server::start() {
   signals_->async_wait(rearm{this});
   for (auto& t : threads_) t->start();
   boost::asio::post(threads_[0]->context(), [this] { accept(); });
+}
+
+void server::arm_deadline_on_stop(std::chrono::milliseconds after, std::string line) {
+  deadline_after_ = after;
+  deadline_line_ = std::move(line);
 }
 
 void server::accept() {
@@ -142,8 +175,11 @@ void server::on_connection_closed() {
     });
   }
   if (now_open == 0) {
-    std::lock_guard<std::mutex> lk(drained_mutex_);
-    drained_.notify_all();
+    {
+      std::lock_guard<std::mutex> lk(drained_mutex_);
+      drained_.notify_all();
+    }
+    if (stop_begun_.load()) notify_events();  // a host waiting on event_fd() sees the stop has drained
   }
 }
 
@@ -195,26 +231,27 @@ void server::post_log(log::record r) {
 
 void server::begin_stop() {
   if (!acceptor_) return;
+  stop_begun_ = true;
   // Stop accepting and ask every connection to finish, each on its own thread.
+  // The signals stay ours until join(): a second stop signal cuts the stop short.
   boost::asio::post(threads_[0]->context(), [this] {
     stopping_ = true;
     boost::system::error_code ec;
     // close(), never shutdown(): a shared (Einhorn) listener must stay usable
     // by the other workers.
     acceptor_->close(ec);
-    if (signals_) signals_->cancel(ec);
   });
   for (auto& t : threads_)
     boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
 }
 
-std::size_t server::force_close() {
+std::size_t server::force_close(std::chrono::milliseconds wait) {
   std::size_t forced = open_.load();
   if (forced == 0) return 0;
   for (auto& t : threads_)
     boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
   std::unique_lock<std::mutex> lk(drained_mutex_);
-  drained_.wait_for(lk, std::chrono::seconds(2), [this] { return open_.load() == 0; });
+  drained_.wait_for(lk, wait, [this] { return open_.load() == 0; });
   return forced;
 }
 
@@ -228,7 +265,25 @@ std::size_t server::stop() {
   return force_close();
 }
 
+int server::wait_signal(int timeout_ms) {
+  std::unique_lock<std::mutex> lk(waiter_mutex_);
+  auto ready = [this] { return !waiter_signals_.empty() || waiter_closed_; };
+  if (timeout_ms < 0)
+    waiter_cv_.wait(lk, ready);
+  else
+    waiter_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
+  if (waiter_signals_.empty()) return waiter_closed_ ? -1 : 0;
+  int sig = waiter_signals_.front();
+  waiter_signals_.pop_front();
+  return sig;
+}
+
 void server::join() {
+  {
+    std::lock_guard<std::mutex> lk(waiter_mutex_);
+    waiter_closed_ = true;
+  }
+  waiter_cv_.notify_all();
   for (auto& t : threads_) t->stop();
   // Hands the signals back (Asio restores their default actions), now
   // rather than at some later destruction, so the host can take them.

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,7 +33,7 @@ using log_record = log::record;
 
 /// What woke the host's main thread.
 struct server_events {
-  bool stop = false;         ///< SIGTERM, SIGINT or SIGUSR2 arrived
+  bool stop = false;         ///< SIGTERM, SIGINT, SIGUSR2 or SIGHUP arrived (the first since the last take)
   int stop_signal = 0;       ///< which one
   bool dump = false;         ///< SIGUSR1 arrived
   std::vector<log_record> logs;
@@ -42,6 +43,17 @@ struct server_events {
 struct server_stats {
   std::size_t open_connections;
   std::uint64_t accepted;
+};
+
+/// What is in flight now, readable from any thread without locks, and
+/// outliving the server: the exit deadline reads it when it fires, maybe
+/// while the host is tearing the server down.
+struct live_counters {
+  std::atomic<std::size_t> open_connections{0};  ///< accepted and not yet closed
+  std::atomic<std::size_t> in_app{0};            ///< requests the host's app runs now (the host counts them)
+  std::atomic<std::size_t> queued{0};            ///< requests waiting for the host's app (the host counts them)
+  /// "2 connections open, 1 request in the app, 0 queued".
+  std::string describe() const;
 };
 
 class server {
@@ -57,8 +69,19 @@ class server {
   /// duplicated: the caller keeps its own. Before start().
   void adopt_listener(int fd);
 
-  /// Starts the I/O threads and accepting; installs the signal handlers.
+  /// Starts the I/O threads and accepting; installs the signal handlers
+  /// (SIGTERM, SIGINT, SIGUSR2 and SIGHUP stop; SIGUSR1 dumps).
   void start();
+
+  /// Arms exit_deadline at `after` from the first stop signal, on the I/O
+  /// thread that receives it: the stop is bounded even when the host's
+  /// main thread is stuck (a request spinning on the CPU with the GIL held
+  /// on the gevent hub). "{detail}" in `line` becomes live().describe().
+  /// Before start().
+  void arm_deadline_on_stop(std::chrono::milliseconds after, std::string line);
+
+  /// The counters the deadline line and diagnostics read.
+  const std::shared_ptr<live_counters>& live() const { return live_; }
 
   /// An eventfd that is readable while events are pending (for hosts that
   /// run their own event loop).
@@ -67,6 +90,15 @@ class server {
   server_events wait_events(int timeout_ms);
   /// Takes pending events without blocking.
   server_events take_events();
+
+  /// For a host whose main thread may be stuck (gevent dispatch: a request
+  /// keeping the hub): a thread of its own blocks in wait_signal() and gets
+  /// SIGUSR1 (then no longer in server_events) and every stop signal (also
+  /// still in server_events, for the main thread's stop). Before start().
+  void route_signals_to_waiter() { signals_to_waiter_ = true; }
+  /// Blocks (timeout < 0: forever) until a signal routed here: returns it;
+  /// 0 on timeout; -1 once the server has stopped (join()).
+  int wait_signal(int timeout_ms);
 
   /// Queues a native log record for the host; never blocks (a full queue
   /// drops the record and counts it).
@@ -77,10 +109,14 @@ class server {
   /// number of connections closed by force.
   std::size_t stop();
   /// The steps of stop() for a host that must keep its own loop running
-  /// meanwhile: begin_stop() returns at once; the host watches
+  /// meanwhile: begin_stop() returns at once; the host waits on event_fd()
+  /// (written when the last connection closes) and checks
   /// stats().open_connections, then calls force_close() at its deadline.
+  /// Stop signals keep being reported until join().
   void begin_stop();
-  std::size_t force_close();
+  /// Closes every connection; waits at most `wait` for them to go.
+  /// Returns how many were open.
+  std::size_t force_close(std::chrono::milliseconds wait = std::chrono::milliseconds(500));
   /// Stops the I/O threads (after the app's workers are gone).
   void join();
 
@@ -99,11 +135,22 @@ class server {
   std::size_t next_thread_ = 0;
   bool accept_paused_ = false;  ///< on thread 0: max_concurrency reached
   bool stopping_ = false;       ///< on thread 0
+  std::atomic<bool> stop_begun_{false};  ///< begin_stop() ran: the last close wakes the host
+  bool stop_signalled_ = false;          ///< on thread 0: a stop signal arrived
+  std::optional<std::chrono::milliseconds> deadline_after_;  ///< arm_deadline_on_stop
+  std::string deadline_line_;
 
-  std::atomic<std::size_t> open_{0};
+  std::shared_ptr<live_counters> live_ = std::make_shared<live_counters>();
+  std::atomic<std::size_t>& open_ = live_->open_connections;
   std::atomic<std::uint64_t> accepted_{0};
   std::mutex drained_mutex_;
   std::condition_variable drained_;
+
+  bool signals_to_waiter_ = false;
+  std::mutex waiter_mutex_;
+  std::condition_variable waiter_cv_;
+  std::deque<int> waiter_signals_;  ///< routed signals not yet taken by wait_signal()
+  bool waiter_closed_ = false;
 
   int event_fd_ = -1;
   std::mutex events_mutex_;

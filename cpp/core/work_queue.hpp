@@ -7,7 +7,9 @@
 /// no wake-ups at all. A watchdog thread notices a stall (items waiting and
 /// none taken for `stall`, e.g. every running worker blocked in a sleep) and
 /// only then wakes more workers, one per waiting item. Producers never
-/// block on consumers and never touch the GIL.
+/// block on consumers and never touch the GIL. A consumer that runs its
+/// own event loop (try_pop_or_arm) has no workers to wake: it builds the
+/// queue without a watchdog, and no thread is started.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -23,15 +25,21 @@ namespace baseplate {
 template <class T>
 class work_queue {
  public:
-  explicit work_queue(std::chrono::microseconds stall = std::chrono::milliseconds(2)) : stall_(stall) {
-    watchdog_ = std::thread([this] { watch(); });
+  /// `stall`: how long items may wait untaken before the watchdog wakes
+  /// more workers; nullopt: no watchdog thread (an event-loop consumer).
+  explicit work_queue(std::optional<std::chrono::microseconds> stall = std::chrono::milliseconds(2))
+      : stall_(stall.value_or(std::chrono::microseconds::zero())) {
+    if (stall) watchdog_ = std::thread([this] { watch(); });
   }
   work_queue(const work_queue&) = delete;
   work_queue& operator=(const work_queue&) = delete;
   ~work_queue() {
     close();
-    watchdog_.join();
+    if (watchdog_.joinable()) watchdog_.join();
   }
+
+  /// Whether a watchdog thread runs (for tests and diagnostics).
+  bool has_watchdog() const { return watchdog_.joinable(); }
 
   /// Adds an item (any thread) and wakes a consumer if one is needed.
   /// Returns false once closed.
@@ -70,7 +78,7 @@ class work_queue {
       workers_cv_.notify_one();
       return;
     }
-    if (watchdog_idle_) {
+    if (watchdog_idle_ && watchdog_.joinable()) {
       watchdog_idle_ = false;
       lk.unlock();
       watchdog_cv_.notify_one();  // it sleeps while the queue is empty

@@ -1,18 +1,24 @@
 #include "dispatch.hpp"
 
 #include "io_thread.hpp"
+#include "log.hpp"
 
 #include <pybind11/pybind11.h>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
 
 namespace baseplate::python {
 namespace py = pybind11;
 
 namespace {
-dispatch_mode mode = dispatch_mode::threads;
-job_queue* queue = nullptr;
-thread_local std::shared_ptr<waiter> thread_waiter;
-}  // namespace
+constexpr const char* dispatcher_capsule = "baseplate_serve._core.gevent_dispatcher";
 
+/// Queues a job. On an I/O thread the consumer is woken once, at the end
+/// of the event-loop round, so the requests of one round make one batch.
 bool enqueue(job_queue& q, python_job job) {
   io_thread* t = io_thread::current();
   if (!t) return q.push(std::move(job));
@@ -28,22 +34,39 @@ bool enqueue(job_queue& q, python_job job) {
   return true;
 }
 
-void set_dispatch(dispatch_mode m, job_queue* q) {
-  mode = m;
-  queue = q;
+/// Worker greenlets call a plain PyCFunction bound to a capsule holding
+/// the dispatcher, not a pybind11 method: app code switches greenlets, and
+/// pybind11's per-call state must not be on the stack when it does (see
+/// wsgi.cpp).
+PyObject* run_ready_fn(PyObject* capsule, PyObject*) {
+  auto* d = static_cast<gevent_dispatcher*>(PyCapsule_GetPointer(capsule, dispatcher_capsule));
+  if (!d) return nullptr;
+  d->run_ready();
+  Py_RETURN_NONE;
 }
+PyMethodDef run_ready_def = {"run_ready", run_ready_fn, METH_NOARGS,
+                             "Serves the requests drain() made ready, until there are none."};
+}  // namespace
 
-dispatch_mode current_dispatch() { return mode; }
+// -- shared
 
-std::shared_ptr<waiter> waiter::make() {
-  if (mode == dispatch_mode::threads) {
-    // One at a time per thread: reuse it.
-    if (!thread_waiter) thread_waiter = std::make_shared<waiter>();
-    thread_waiter->reset();
-    return thread_waiter;
+void dispatcher::run_one(python_job& job) {
+  --live_->queued;
+  ++live_->in_app;
+  struct done {
+    std::atomic<std::size_t>& n;
+    ~done() { --n; }
+  } guard{live_->in_app};
+  try {
+    run_(job);
+  } catch (py::error_already_set& e) {
+    // The runners answer app errors; a runner (thread or greenlet) must
+    // outlive anything else, and a greenlet's parent is the hub.
+    e.restore();
+    PyErr_WriteUnraisable(nullptr);
+  } catch (const std::exception& e) {
+    log::write(log::level::error, "baseplate_serve", std::string("request failed: ") + e.what());
   }
-  // Many greenlets share the hub's thread: one waiter per wait.
-  return std::make_shared<waiter>();
 }
 
 void waiter::reset() {
@@ -60,42 +83,148 @@ void waiter::complete(boost::system::error_code ec, std::string_view data) {
     data_.assign(data.data(), data.size());
     done_ = true;
   }
-  if (mode == dispatch_mode::gevent)
-    enqueue(*queue, python_job{nullptr, nullptr, shared_from_this()});
-  else
-    cv_.notify_one();
+  d_.completed(shared_from_this());
 }
 
 boost::system::error_code waiter::wait() {
-  if (mode == dispatch_mode::threads) {
-    py::gil_scoped_release nogil;
-    std::unique_lock<std::mutex> lk(m_);
-    cv_.wait(lk, [this] { return done_; });
-    return ec_;
-  }
-  {
-    std::lock_guard<std::mutex> lk(m_);
-    if (done_) return ec_;
-  }
-  // Park this greenlet; the hub resumes it when the completion arrives.
-  // resume() runs on the hub, this thread, so parked_ needs no lock.
-  // Leaked on purpose: no Python object may be released after finalization.
-  static py::object& waiter_class = *new py::object(py::module_::import("gevent.hub").attr("Waiter"));
-  py::object w = waiter_class();
-  parked_ = w.inc_ref().ptr();
-  w.attr("get")();
+  d_.park(*this);
   std::lock_guard<std::mutex> lk(m_);
   return ec_;
 }
 
-void waiter::resume() {
-  if (!parked_) return;  // completed before the greenlet parked: wait() saw done_
-  py::object w = py::reinterpret_steal<py::object>(parked_);
-  parked_ = nullptr;
-  // Switch from the hub's own loop, outside any call frame of ours.
-  static py::object& run_callback =
-      *new py::object(py::module_::import("gevent").attr("get_hub")().attr("loop").attr("run_callback"));
-  run_callback(w.attr("switch"), py::none());
+// -- threads
+
+template <class F>
+auto threads_dispatcher::without_gil(F&& f) -> decltype(f()) {
+  py::gil_scoped_release nogil;
+  return f();
+}
+
+bool threads_dispatcher::submit(python_job job) {
+  ++live_->queued;
+  if (enqueue(queue_, std::move(job))) return true;
+  --live_->queued;
+  return false;
+}
+
+std::shared_ptr<waiter> threads_dispatcher::make_waiter() {
+  // One wait at a time per thread: reuse its waiter. Keyed by dispatcher,
+  // so two servers in one process never share one.
+  thread_local std::shared_ptr<waiter> mine;
+  if (!mine || &mine->d_ != this) mine = std::make_shared<waiter>(*this);
+  mine->reset();
+  return mine;
+}
+
+void threads_dispatcher::park(waiter& w) {
+  without_gil([&] {
+    std::unique_lock<std::mutex> lk(w.m_);
+    w.cv_.wait(lk, [&] { return w.done_; });
+  });
+}
+
+void threads_dispatcher::completed(std::shared_ptr<waiter> w) { w->cv_.notify_one(); }
+
+void threads_dispatcher::run_worker() {
+  bool finished_one = false;
+  for (;;) {
+    auto job = queue_.try_pop(finished_one);
+    if (!job) job = without_gil([this] { return queue_.pop_wait(); });
+    if (!job) return;
+    finished_one = true;
+    run_one(*job);
+  }
+}
+
+// -- gevent
+
+gevent_dispatcher::gevent_dispatcher(job_runner run, std::shared_ptr<live_counters> live)
+    : dispatcher(std::move(run), std::move(live)) {
+  queue_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (queue_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
+
+gevent_dispatcher::~gevent_dispatcher() {
+  if (queue_fd_ >= 0) ::close(queue_fd_);
+}
+
+bool gevent_dispatcher::submit(python_job job) {
+  ++live_->queued;
+  if (enqueue(queue_, std::move(job))) return true;
+  --live_->queued;
+  return false;
+}
+
+std::shared_ptr<waiter> gevent_dispatcher::make_waiter() {
+  // Many greenlets share the hub's thread: one waiter per wait.
+  return std::make_shared<waiter>(*this);
+}
+
+void gevent_dispatcher::park(waiter& w) {
+  {
+    std::lock_guard<std::mutex> lk(w.m_);
+    if (w.done_) return;
+  }
+  // Park this greenlet; the hub resumes it when the completion arrives.
+  // The resume runs on the hub, this thread, so parked_ needs no lock.
+  // Leaked on purpose: no Python object may be released after finalization.
+  static py::object& waiter_class = *new py::object(py::module_::import("gevent.hub").attr("Waiter"));
+  py::object gw = waiter_class();
+  w.parked_ = gw.inc_ref().ptr();
+  gw.attr("get")();
+}
+
+void gevent_dispatcher::completed(std::shared_ptr<waiter> w) {
+  enqueue(queue_, python_job{nullptr, nullptr, std::move(w)});
+}
+
+void gevent_dispatcher::drain(PyObject* start) {
+  std::uint64_t v;
+  [[maybe_unused]] auto n = ::read(queue_fd_, &v, sizeof v);
+  while (auto job = queue_.try_pop_or_arm(queue_fd_)) {
+    if (!job->resume) {
+      ready_.push_back(std::move(*job));
+      continue;
+    }
+    waiter& w = *job->resume;
+    if (!w.parked_) continue;  // completed before the greenlet parked: park() saw done_
+    py::object gw = py::reinterpret_steal<py::object>(w.parked_);
+    w.parked_ = nullptr;
+    // Switch from the hub's own loop, outside any call frame of ours.
+    static py::object& run_callback =
+        *new py::object(py::module_::import("gevent").attr("get_hub")().attr("loop").attr("run_callback"));
+    run_callback(gw.attr("switch"), py::none());
+  }
+  while (!ready_.empty()) {
+    PyObject* r = PyObject_CallNoArgs(start);
+    if (!r) throw py::error_already_set();
+    Py_DECREF(r);
+  }
+}
+
+PyObject* gevent_dispatcher::ready_runner() {
+  PyObject* capsule = PyCapsule_New(this, dispatcher_capsule, nullptr);
+  if (!capsule) throw py::error_already_set();
+  PyObject* fn = PyCFunction_New(&run_ready_def, capsule);
+  Py_DECREF(capsule);
+  if (!fn) throw py::error_already_set();
+  return fn;
+}
+
+void gevent_dispatcher::run_ready() {
+  while (!ready_.empty()) {
+    python_job job = std::move(ready_.front());
+    ready_.pop_front();
+    PyObject* ctx = PyContext_New();
+    if (!ctx || PyContext_Enter(ctx) < 0) {
+      Py_XDECREF(ctx);
+      PyErr_WriteUnraisable(nullptr);
+      continue;
+    }
+    run_one(job);
+    if (PyContext_Exit(ctx) < 0) PyErr_WriteUnraisable(nullptr);
+    Py_DECREF(ctx);
+  }
 }
 
 namespace {

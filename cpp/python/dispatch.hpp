@@ -1,13 +1,21 @@
 #pragma once
-/// How Python work is run: the jobs the I/O threads queue, and how a Python
-/// request waits for the network. Two modes:
-/// - threads: Python worker threads take jobs; a wait blocks the thread
-///   with the GIL released.
-/// - gevent: the hub on the main thread takes jobs (one eventfd wake-up per
-///   batch) and runs each in a greenlet; a wait parks the greenlet, and the
-///   I/O thread's completion comes back through the same queue.
-/// The I/O threads never touch Python in either mode.
+/// Dispatchers: how Python requests run, how a Python request waits for the
+/// network, and how that stops. One object per server, no process-global
+/// mode: a waiter gets its dispatcher from the object that made it.
+///
+/// - threads_dispatcher: Python worker threads take jobs from a work_queue
+///   (with its stall watchdog); a wait blocks the thread with the GIL
+///   released.
+/// - gevent_dispatcher: the hub on the main thread takes jobs (one eventfd
+///   wake-up per batch, no watchdog thread) and runs them in worker
+///   greenlets; a wait parks the greenlet, and the I/O thread's completion
+///   comes back through the same queue.
+///
+/// A third kind (requests run inline on the Python thread, no I/O threads)
+/// fits the same interface: submit(), make_waiter()/park()/completed(),
+/// close(). The I/O threads never touch Python in any of them.
 #include <baseplate/http/exchange.hpp>
+#include "server.hpp"
 #include "thrift/call.hpp"
 #include "work_queue.hpp"
 
@@ -15,7 +23,10 @@
 
 #include <Python.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,8 +36,8 @@ namespace baseplate::python {
 
 class waiter;
 
-/// Work for Python: an HTTP exchange, a Thrift call, or (gevent mode) a
-/// waiter whose operation completed.
+/// Work for Python: an HTTP exchange, a Thrift call, or (gevent) a waiter
+/// whose operation completed.
 struct python_job {
   std::shared_ptr<http::exchange> http;
   std::shared_ptr<thrift::call> thrift;
@@ -35,21 +46,111 @@ struct python_job {
 
 using job_queue = work_queue<python_job>;
 
-enum class dispatch_mode { threads, gevent };
+/// Runs one request's job (GIL held): the app binding's part.
+using job_runner = std::function<void(python_job&)>;
 
-/// Queues a job. On an I/O thread the consumer is woken once, at the end
-/// of the event-loop round, so the requests of one round make one batch.
-bool enqueue(job_queue& q, python_job job);
+class dispatcher {
+ public:
+  dispatcher(job_runner run, std::shared_ptr<live_counters> live) : run_(std::move(run)), live_(std::move(live)) {}
+  virtual ~dispatcher() = default;
+  dispatcher(const dispatcher&) = delete;
+  dispatcher& operator=(const dispatcher&) = delete;
 
-/// Set once, before serving.
-void set_dispatch(dispatch_mode mode, job_queue* queue);
-dispatch_mode current_dispatch();
+  /// "threads" or "gevent".
+  virtual const char* name() const = 0;
+  /// Whether requests may run on several threads at once (wsgi.multithread).
+  virtual bool multithread() const = 0;
+
+  /// I/O thread: hands a request to Python; false once closed (the caller
+  /// answers 503 / fails the call). Never blocks, never takes the GIL.
+  virtual bool submit(python_job job) = 0;
+
+  /// GIL held: a waiter for the calling thread or greenlet.
+  virtual std::shared_ptr<waiter> make_waiter() = 0;
+  /// GIL held: returns once `w` completed (GIL released, or greenlet parked).
+  virtual void park(waiter& w) = 0;
+  /// I/O thread: `w`'s operation completed; wake whoever parked on it.
+  virtual void completed(std::shared_ptr<waiter> w) = 0;
+
+  /// No more requests: queued ones are still run, then the runners return.
+  virtual void close() = 0;
+
+  /// Requests in the app now, and waiting for it.
+  std::size_t running() const { return live_->in_app.load(); }
+  virtual std::size_t queued() const = 0;
+
+ protected:
+  /// Runs one job, counted as in the app; app errors never escape.
+  void run_one(python_job& job);
+
+  job_runner run_;
+  std::shared_ptr<live_counters> live_;
+};
+
+/// Python worker threads.
+class threads_dispatcher final : public dispatcher {
+ public:
+  using dispatcher::dispatcher;
+  const char* name() const override { return "threads"; }
+  bool multithread() const override { return true; }
+  bool submit(python_job job) override;
+  std::shared_ptr<waiter> make_waiter() override;
+  void park(waiter& w) override;
+  void completed(std::shared_ptr<waiter> w) override;
+  void close() override { queue_.close(); }
+  std::size_t queued() const override { return queue_.sizes().first; }
+
+  /// The body of each worker thread: takes jobs until close(). The GIL is
+  /// held while Python runs and released only to wait.
+  void run_worker();
+
+ private:
+  /// The one place this dispatcher releases the GIL.
+  template <class F>
+  auto without_gil(F&& f) -> decltype(f());
+
+  job_queue queue_;  ///< with its stall watchdog
+};
+
+/// Greenlets on the gevent hub (the main thread).
+class gevent_dispatcher final : public dispatcher {
+ public:
+  gevent_dispatcher(job_runner run, std::shared_ptr<live_counters> live);
+  ~gevent_dispatcher() override;
+  const char* name() const override { return "gevent"; }
+  bool multithread() const override { return false; }
+  bool submit(python_job job) override;
+  std::shared_ptr<waiter> make_waiter() override;
+  void park(waiter& w) override;
+  void completed(std::shared_ptr<waiter> w) override;
+  void close() override { queue_.close(); }
+  std::size_t queued() const override { return queue_.sizes().first + ready_.size(); }
+
+  /// Readable when jobs or completions are waiting: the hub watches it.
+  int queue_fd() const { return queue_fd_; }
+  /// On the hub when queue_fd is readable: resumes the greenlets whose
+  /// operations completed and makes new jobs ready, then calls `start()`
+  /// while any are ready. start() switches to a worker greenlet, which
+  /// serves ready jobs (run_ready) until none are left or one waits; then
+  /// the hub is back here. A batch of requests costs one switch to a worker
+  /// and back, not two per request.
+  void drain(PyObject* start);
+  /// The callable worker greenlets loop on (see run_ready).
+  PyObject* ready_runner();
+  /// In a worker greenlet: serves ready jobs, each in a fresh contextvars
+  /// context, until none are left.
+  void run_ready();
+
+ private:
+  job_queue queue_{std::nullopt};  ///< no watchdog: the hub is the only consumer
+  std::deque<python_job> ready_;   ///< drained, not yet started (hub thread only)
+  int queue_fd_ = -1;              ///< the hub's wake-up for queue_
+};
 
 /// One network operation a Python request waits for.
 class waiter : public std::enable_shared_from_this<waiter> {
  public:
-  /// A waiter for the calling thread or greenlet (GIL held).
-  static std::shared_ptr<waiter> make();
+  explicit waiter(dispatcher& d) : d_(d) {}
 
   /// Called on the I/O thread.
   void complete(boost::system::error_code ec, std::string_view data = {});
@@ -57,18 +158,19 @@ class waiter : public std::enable_shared_from_this<waiter> {
   boost::system::error_code wait();
   /// The bytes complete() delivered.
   std::string& data() { return data_; }
-  /// gevent mode, on the hub with the GIL: wakes the parked greenlet.
-  void resume();
 
  private:
+  friend class threads_dispatcher;
+  friend class gevent_dispatcher;
   void reset();
 
+  dispatcher& d_;
   std::mutex m_;
   std::condition_variable cv_;
   bool done_ = false;
   boost::system::error_code ec_;
   std::string data_;
-  PyObject* parked_ = nullptr;  ///< gevent mode: the gevent Waiter of the parked greenlet (owned ref)
+  PyObject* parked_ = nullptr;  ///< gevent: the gevent Waiter of the parked greenlet (owned ref)
 };
 
 /// Sets baseplate_serve._trace's context variables for one request (GIL

@@ -84,7 +84,7 @@ PyObject* optional_attr(PyObject* o, PyObject* name) {
 /// app asks for it, so an upload of any size is never held whole.
 class input_stream {
  public:
-  explicit input_stream(std::shared_ptr<http::exchange> ex) : ex_(std::move(ex)) {}
+  input_stream(std::shared_ptr<http::exchange> ex, dispatcher& d) : ex_(std::move(ex)), d_(d) {}
 
   py::bytes read(Py_ssize_t size) {
     if (size < 0) {
@@ -133,7 +133,7 @@ class input_stream {
 
  private:
   void fetch(std::size_t want) {
-    auto w = waiter::make();
+    auto w = d_.make_waiter();
     ex_->read_body(want, [w](error_code ec, std::string_view data) { w->complete(ec, data); });
     if (auto ec = w->wait()) {
       if (ec == boost::beast::http::error::body_limit) body_limit_hit_ = true;
@@ -152,6 +152,7 @@ class input_stream {
   }
 
   std::shared_ptr<http::exchange> ex_;
+  dispatcher& d_;  ///< how this request waits for the network
   std::string buf_;
   bool eof_ = false;
 
@@ -163,7 +164,7 @@ class input_stream {
 /// start_response and write() of one request, and the response state.
 class responder {
  public:
-  explicit responder(std::shared_ptr<http::exchange> ex) : ex_(std::move(ex)) {}
+  responder(std::shared_ptr<http::exchange> ex, dispatcher& d) : ex_(std::move(ex)), d_(d) {}
 
   void start_response(py::object status, py::object headers, py::object exc_info) {
     if (!exc_info.is_none()) {
@@ -238,7 +239,7 @@ class responder {
     }
     part.body_ref = std::string_view(PyBytes_AS_STRING(chunk), static_cast<std::size_t>(PyBytes_GET_SIZE(chunk)));
     part.last = last;
-    auto w = waiter::make();
+    auto w = d_.make_waiter();
     ex_->write(std::move(part), [w](error_code ec) { w->complete(ec); });
     if (auto ec = w->wait()) {
       client_gone_ = true;
@@ -306,7 +307,7 @@ class responder {
       ex_->write(std::move(part), nullptr);
       return;
     }
-    auto w = waiter::make();
+    auto w = d_.make_waiter();
     ex_->write(std::move(part), [w](error_code ec) { w->complete(ec); });
     if (auto ec = w->wait()) {
       client_gone_ = true;
@@ -316,7 +317,7 @@ class responder {
 
   /// Sends a file's bytes with sendfile(2) after the head; waits.
   error_code send_file(int fd, std::uint64_t offset, std::uint64_t count) {
-    auto w = waiter::make();
+    auto w = d_.make_waiter();
     ex_->send_file(fd, offset, count, [w](error_code ec) { w->complete(ec); });
     return w->wait();
   }
@@ -335,6 +336,7 @@ class responder {
   }
 
   std::shared_ptr<http::exchange> ex_;
+  dispatcher& d_;  ///< how this request waits for the network
   std::optional<http::response_head> head_;
   bool head_sent_ = false;
   bool client_gone_ = false;
@@ -498,7 +500,7 @@ wsgi_runner::wsgi_runner(wsgi_settings s) : s_(std::move(s)) {
   template_["wsgi.version"] = py::make_tuple(1, 0);
   template_["wsgi.url_scheme"] = "http";
   template_["wsgi.errors"] = py::module_::import("sys").attr("stderr");
-  template_["wsgi.multithread"] = py::bool_(s_.multithread);
+  template_["wsgi.multithread"] = py::bool_(s_.dispatch->multithread());
   template_["wsgi.multiprocess"] = py::bool_(false);
   template_["wsgi.run_once"] = py::bool_(false);
   template_["wsgi.input_terminated"] = py::bool_(true);
@@ -683,9 +685,9 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     }
   };
   try {
-    resp_obj = make_boxed(responder_type, new responder(ex));
+    resp_obj = make_boxed(responder_type, new responder(ex, *s_.dispatch));
     resp = &unbox<responder>(resp_obj.ptr());
-    input_obj = make_boxed(input_type, new input_stream(ex));
+    input_obj = make_boxed(input_type, new input_stream(ex, *s_.dispatch));
     py::object& input = input_obj;
     py::dict env = make_environ(ex->req(), input);
     PyObject* args[] = {env.ptr(), resp_obj.ptr()};

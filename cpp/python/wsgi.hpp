@@ -13,13 +13,16 @@ namespace baseplate::python {
 
 namespace py = pybind11;
 
+class dispatcher;
+
 struct wsgi_settings {
   py::object app;
   /// The class offered as environ["wsgi.file_wrapper"].
   py::object file_wrapper;
   std::string server_name;
   std::string server_port;
-  bool multithread = true;
+  /// How requests wait for the network (and wsgi.multithread); outlives the runner.
+  dispatcher* dispatch = nullptr;
 };
 
 class wsgi_runner {

@@ -1,9 +1,10 @@
-"""Serves a Python app with the native core: the event loop of the main
-thread (signals, native log records), the dispatch of requests to Python
-(worker threads, or greenlets on the gevent hub) and graceful stop."""
+"""Serves an app with the native core: the main thread's loop (signals,
+native log records) for each dispatcher (worker threads, or greenlets on
+the gevent hub), and the graceful stop (_stop.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -11,27 +12,28 @@ import time
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from baseplate_serve import _core, _lifecycle
+from baseplate_serve import _core
 from baseplate_serve._errors import AppError, ConfigError
 from baseplate_serve._file_wrapper import FileWrapper
 from baseplate_serve._listener import describe
 from baseplate_serve._logging import emit_native
+from baseplate_serve._monitor import blocked_hub_threshold, start_blocked_hub_monitor
 from baseplate_serve._options import parse_server_options
-from baseplate_serve._stackdump import dump_stacks
+from baseplate_serve._stackdump import dump_stacks, start_os_thread
+from baseplate_serve._stop import STOP_SIGNALS, GracefulStop, deadline_line, deadline_seconds
 
 logger = logging.getLogger("baseplate_serve")
 
-#: How long the main thread waits for the workers once the network is done.
-_WORKER_JOIN_TIMEOUT = 5.0
-#: How often the hub checks whether a graceful stop has drained (gevent mode).
-_DRAIN_POLL = 0.05
+#: Once the stop has closed what was left, how long the workers get to
+#: notice (all of them together, not each).
+_WORKER_GRACE = 0.3
 
 
 class NativeServer:
     """A native-core server for one app (``protocol``: "wsgi" for a WSGI
     callable, "thrift" for a TProcessor; ``dispatch``: "gevent" or "threads").
-    ``serve_forever()`` blocks until a SIGTERM, SIGINT or SIGUSR2, then stops
-    gracefully."""
+    ``serve_forever()`` blocks until a SIGTERM, SIGINT, SIGUSR2 or SIGHUP,
+    then stops gracefully."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class NativeServer:
         self._drain_time: float = options["drain_time_ms"] / 1000.0
         self._stop_timeout: float = options["stop_timeout_ms"] / 1000.0
         self._dispatch = dispatch
+        self._blocked_hub = blocked_hub_threshold(server_config, filename, section) if dispatch == "gevent" else 0.0
         self._core = _core.Server(options, protocol, dispatch)
         self._core.set_log_level(logging.getLogger().getEffectiveLevel())
         if native:
@@ -65,7 +68,6 @@ class NativeServer:
         # accepting. (An Einhorn listener stays open in the other workers.)
         self._address = describe(listener)
         listener.close()
-        self._workers: List[threading.Thread] = []
 
     def _load_native(
         self, native: Tuple[str, str, Dict[str, str], str], protocol: str, filename: str, section: str
@@ -91,95 +93,26 @@ class NativeServer:
         )
 
     def serve_forever(self, on_ready: Optional[Callable[[], None]] = None) -> None:
-        """Serves until a stop signal, then drains and returns. ``on_ready``
-        runs once the server accepts (the Einhorn ACK)."""
+        """Serves until a stop signal, then runs the stop sequence (_stop.py)
+        and returns. ``on_ready`` runs once the server accepts (the Einhorn ACK)."""
+        seconds = deadline_seconds(self._drain_time, self._stop_timeout)
+        # Armed by the core on its own thread when the signal arrives: the
+        # stop is bounded even while a request keeps the main thread.
+        self._core.arm_deadline_on_stop(seconds, deadline_line(seconds))
         self._core.start()
-        if self._dispatch == "gevent":
-            self._serve_gevent(on_ready)
-        else:
-            self._serve_threads(on_ready)
+        loop = _GeventLoop(self) if self._dispatch == "gevent" else _ThreadsLoop(self)
+        hung = loop.serve(on_ready)
         _ignore_stop_signals()  # the core has handed the signals back
         _stop, _dump, records = self._core.events(0)
         emit_native(records)
         logger.info("Stopped")
+        if hung:
+            # Workers still inside the app past the stop: the interpreter
+            # could not finalize under them. Leave now, with status 0.
+            logging.shutdown()
+            os._exit(0)
 
-    # -- threads mode: the main thread blocks in the core, GIL released
-
-    def _serve_threads(self, on_ready: Optional[Callable[[], None]]) -> None:
-        for i in range(self._python_threads):
-            worker = threading.Thread(target=self._core.run_worker, name=f"baseplate-worker-{i}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        self._ready(on_ready)
-        stop_signal = self._wait_for_stop()
-        self._stopping(stop_signal)
-        if self._drain_time > 0:
-            self._wait_for_stop(deadline=time.monotonic() + self._drain_time)
-        self._report_forced(self._core.stop())
-        self._core.close_queue()
-        for worker in self._workers:
-            worker.join(_WORKER_JOIN_TIMEOUT)
-        self._core.join()
-
-    def _wait_for_stop(self, deadline: Optional[float] = None) -> int:
-        """Handles events until a stop signal, or until ``deadline`` (then
-        stop signals are ignored: a drain runs to its end). Returns the signal."""
-        # The core owns SIGTERM/SIGINT/SIGUSR2/SIGUSR1 while serving and wakes
-        # this thread for them and for native log records.
-        while True:
-            timeout_ms = 1000
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return 0
-                timeout_ms = max(1, min(timeout_ms, int(remaining * 1000)))
-            stop_signal = self._handle_events(self._core.events(timeout_ms))
-            if stop_signal and deadline is None:
-                return stop_signal
-
-    # -- gevent mode: the hub runs on the main thread
-
-    def _serve_gevent(self, on_ready: Optional[Callable[[], None]]) -> None:
-        import gevent
-        import gevent.event
-
-        hub = gevent.get_hub()
-        stopped = gevent.event.AsyncResult()
-
-        def on_events() -> None:
-            stop_signal = self._handle_events(self._core.events(0))
-            if stop_signal and not stopped.ready():
-                stopped.set(stop_signal)
-
-        start = _worker_greenlets(hub, self._core.ready_runner())
-        queue_watcher = hub.loop.io(self._core.queue_fd, 1)
-        queue_watcher.start(self._core.drain, start)
-        event_watcher = hub.loop.io(self._core.event_fd, 1)
-        event_watcher.start(on_events)
-        # The first drain arms the queue's wake-up. It runs on the hub, like
-        # every later one: requests may already be queued, and a worker
-        # greenlet that finishes one switches to the hub, never back here,
-        # so a drain run from this greenlet would leave it suspended for
-        # good (no "Listening", stop signals unheeded).
-        hub.loop.run_callback(self._core.drain, start)
-        try:
-            self._ready(on_ready)
-            self._stopping(stopped.get())
-            if self._drain_time > 0:
-                gevent.sleep(self._drain_time)
-            self._core.begin_stop()
-            deadline = time.monotonic() + self._stop_timeout
-            while self._core.stats()["open_connections"] and time.monotonic() < deadline:
-                gevent.sleep(_DRAIN_POLL)
-            self._report_forced(self._core.force_close())
-            gevent.sleep(0)  # let aborted greenlets see their errors
-        finally:
-            queue_watcher.stop()
-            event_watcher.stop()
-            self._core.close_queue()
-            self._core.join()
-
-    # -- shared
+    # -- shared by the loops
 
     def _ready(self, on_ready: Optional[Callable[[], None]]) -> None:
         if self._python_threads or self._dispatch == "gevent":
@@ -190,25 +123,143 @@ class NativeServer:
         if on_ready is not None:
             on_ready()
 
-    def _handle_events(self, events: Tuple[int, bool, list]) -> int:
+    def _handle_events(self, events: Tuple[int, bool, list], stop: GracefulStop) -> None:
         stop_signal, dump, records = events
         emit_native(records)
         if dump:
             dump_stacks(self._core.stats())
-        return stop_signal
+        if stop_signal:
+            stop.signal(stop_signal)
+        stop.wake()  # maybe the last connection of a stop closed
 
-    def _stopping(self, stop_signal: int) -> None:
-        logger.info("Received %s, stopping gracefully", signal.Signals(stop_signal).name)
-        _ignore_stop_signals()
-        _lifecycle.notify_stop()
-        if self._drain_time > 0:
-            # Keep serving so load balancers notice before the listener goes.
-            logger.info("Draining for %.3g s before stopping", self._drain_time)
+    def _graceful_stop(self, **kwargs: Any) -> GracefulStop:
+        core = self._core
+        return GracefulStop(
+            self._drain_time,
+            self._stop_timeout,
+            stop_accepting=core.begin_stop,
+            in_flight=lambda: core.stats()["open_connections"],
+            close_remaining=core.force_close,
+            **kwargs,
+        )
 
-    @staticmethod
-    def _report_forced(forced: int) -> None:
-        if forced:
-            logger.warning("stop_timeout reached: closed %d connection(s) with requests in flight", forced)
+
+class _ThreadsLoop:
+    """threads dispatch (and native apps): worker threads run the Python
+    requests; the main thread blocks in the core, GIL released, until an
+    event: a signal, a native log record, the last connection of a stop
+    closing."""
+
+    def __init__(self, server: NativeServer) -> None:
+        self.server = server
+        self.core = server._core
+        self.stop = server._graceful_stop(wait=self.wait)
+        self.workers: List[threading.Thread] = []
+
+    def wait(self, seconds: float) -> None:
+        self.server._handle_events(self.core.events(max(1, int(seconds * 1000))), self.stop)
+
+    def serve(self, on_ready: Optional[Callable[[], None]]) -> int:
+        dispatcher = self.core.dispatcher
+        if dispatcher is not None:
+            for i in range(self.server._python_threads):
+                worker = threading.Thread(target=dispatcher.run_worker, name=f"baseplate-worker-{i}", daemon=True)
+                worker.start()
+                self.workers.append(worker)
+        self.server._ready(on_ready)
+        while not self.stop.requested:
+            self.wait(1.0)
+        self.stop.run()
+        self.core.close_dispatch()
+        hung = self._join_workers()
+        self.core.join()
+        return hung
+
+    def _join_workers(self) -> int:
+        """Joins the workers against one deadline, never a timeout each."""
+        deadline = time.monotonic() + _WORKER_GRACE
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        hung = sum(1 for worker in self.workers if worker.is_alive())
+        if hung:
+            logger.warning("%d worker thread(s) still running a request after the stop; exiting without them", hung)
+        return hung
+
+
+class _GeventLoop:
+    """gevent dispatch: requests run in greenlets on the hub (the main
+    thread), which watches the core's event fd and the dispatcher's queue
+    fd. What must not wait for the hub does not: the core arms the stop's
+    deadline on its own thread, an OS thread answers SIGUSR1 and logs the
+    stop signal, and a monitor thread warns when the hub is blocked."""
+
+    def __init__(self, server: NativeServer) -> None:
+        import gevent.event
+
+        self.server = server
+        self.core = server._core
+        self.stop = server._graceful_stop(event=gevent.event.Event())
+
+    def serve(self, on_ready: Optional[Callable[[], None]]) -> int:
+        import gevent
+
+        hub = gevent.get_hub()
+        dispatcher = self.core.dispatcher
+        start = _worker_greenlets(hub, dispatcher.ready_runner())
+        queue_watcher = hub.loop.io(dispatcher.queue_fd, 1)
+        queue_watcher.start(dispatcher.drain, start)
+        event_watcher = hub.loop.io(self.core.event_fd, 1)
+        event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
+        signals = _SignalThread(self.core, self.stop)
+        threshold = self.server._blocked_hub
+        monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
+        # The first drain arms the queue's wake-up. It runs on the hub, like
+        # every later one: requests may already be queued, and a worker
+        # greenlet that finishes one switches to the hub, never back here,
+        # so a drain run from this greenlet would leave it suspended for
+        # good (no "Listening", stop signals unheeded).
+        hub.loop.run_callback(dispatcher.drain, start)
+        try:
+            self.server._ready(on_ready)
+            self.stop.wait_for_signal()
+            self.stop.run()
+            gevent.sleep(0)  # let aborted greenlets see their errors
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            queue_watcher.stop()
+            event_watcher.stop()
+            self.core.close_dispatch()
+            self.core.join()  # also ends the signal thread's wait
+            signals.join(1.0)
+        return 0
+
+
+class _SignalThread:
+    """Answers SIGUSR1, and announces a stop signal, from an OS thread
+    (never a greenlet: under monkey-patching it is started with gevent's
+    original thread function), so a request that keeps the hub busy delays
+    neither: the dump shows that request's frame on the main thread, and
+    "Received SIGTERM" is logged when the signal arrives. The stop itself
+    runs on the hub; the core has armed its deadline already."""
+
+    def __init__(self, core: Any, stop: GracefulStop) -> None:
+        self.core = core
+        self.stop = stop
+        self.join = start_os_thread(self._run, "baseplate-signals")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                signum = self.core.wait_signal(-1)
+                if signum < 0:
+                    return  # the server stopped
+                if signum == signal.SIGUSR1:
+                    dump_stacks(self.core.stats())
+                elif signum:
+                    self.stop.announce(signum)
+            except Exception:  # never end the thread
+                logger.exception("signal thread")
 
 
 def _worker_greenlets(hub: Any, run_ready: Callable[[], None]) -> Callable[[], None]:
@@ -248,7 +299,7 @@ def _ignore_stop_signals() -> None:
     """A second stop signal (a supervisor repeating itself) must not kill
     the process while it stops. SIG_IGN rather than a Python handler: the
     interpreter resets Python handlers to the default action as it exits."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -1,4 +1,5 @@
-"""SIGUSR1: the stack of every Python thread and greenlet, in the log."""
+"""SIGUSR1: the stack of every Python thread and greenlet, in the log; and
+the OS threads that must run whatever the gevent hub is doing."""
 from __future__ import annotations
 
 import gc
@@ -7,9 +8,71 @@ import sys
 import threading
 import traceback
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 logger = logging.getLogger("baseplate_serve.stacks")
+
+
+def _original(module: str, name: str) -> Any:
+    """A thread function as it was before gevent's monkey-patching (which
+    turns threads into greenlets)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original(module, name)
+        except (AttributeError, ImportError):
+            pass
+    return getattr(__import__(module), name)
+
+
+def real_thread_ident() -> int:
+    """The OS thread's ident (the key of sys._current_frames()), even under
+    monkey-patching, where threading.get_ident() names the greenlet."""
+    return _original("_thread", "get_ident")()
+
+
+#: This module is imported on the main thread, before any serving starts.
+MAIN_THREAD_IDENT = real_thread_ident()
+#: OS threads started with start_os_thread, by ident: their names in dumps.
+_os_thread_names: Dict[int, str] = {}
+
+
+def start_os_thread(target: Callable[[], None], name: str) -> Callable[[float], bool]:
+    """Runs ``target`` on a new OS thread (a real one under monkey-patching
+    too); returns ``join(timeout) -> bool`` (True once it has ended)."""
+    allocate_lock = _original("_thread", "allocate_lock")
+    done = allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        _os_thread_names[real_thread_ident()] = name
+        try:
+            target()
+        finally:
+            _os_thread_names.pop(real_thread_ident(), None)
+            done.release()
+
+    _original("_thread", "start_new_thread")(run, ())
+
+    def join(timeout: float) -> bool:
+        if done.acquire(True, timeout):
+            done.release()
+            return True
+        return False
+
+    return join
+
+
+def _thread_names() -> Dict[int, str]:
+    names: Dict[int, str] = {}
+    for t in threading.enumerate():
+        if t.ident is not None:
+            names[t.ident] = t.name
+    names.update(_os_thread_names)
+    # Under monkey-patching threading's idents are greenlets': name the
+    # main OS thread ourselves.
+    names[MAIN_THREAD_IDENT] = "MainThread"
+    return names
 
 
 def _greenlets() -> List[Any]:
@@ -19,19 +82,23 @@ def _greenlets() -> List[Any]:
     return [obj for obj in gc.get_objects() if isinstance(obj, greenlet_module.greenlet) and obj]
 
 
+def format_frame(frame: Any) -> str:
+    return "".join(traceback.format_stack(frame)).rstrip("\n")
+
+
 def dump_stacks(native_summary: Optional[Dict[str, Any]] = None) -> None:
-    """Logs at WARNING every thread's and greenlet's stack, then the native core's state."""
-    names = {t.ident: t.name for t in threading.enumerate()}
+    """Logs at WARNING every thread's and greenlet's stack, then the native
+    core's state. The thread running a greenlet (e.g. the main thread,
+    busy in a request on the hub) shows that greenlet's frames."""
+    names = _thread_names()
     logger.warning("Received SIGUSR1, dumping stack traces")
     for ident, frame in sys._current_frames().items():
-        stack = "".join(traceback.format_stack(frame)).rstrip("\n")
-        logger.warning("Thread %s (%s):\n%s", names.get(ident, "unknown"), ident, stack)
+        logger.warning("Thread %s (%s):\n%s", names.get(ident, "unknown"), ident, format_frame(frame))
     for glet in _greenlets():
         frame = getattr(glet, "gr_frame", None)
         if frame is None:
             continue
-        stack = "".join(traceback.format_stack(frame)).rstrip("\n")
-        logger.warning("Greenlet %r:\n%s", glet, stack)
+        logger.warning("Greenlet %r:\n%s", glet, format_frame(frame))
     if native_summary is not None:
         logger.warning(
             "Native core: %s",

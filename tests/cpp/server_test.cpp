@@ -7,10 +7,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -217,6 +219,102 @@ TEST_F(server_fixture, graceful_stop_closes_idle_connections) {
   char c;
   EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // closed by the server
   ::close(fd);
+}
+
+// SIGHUP is a stop signal, reported like SIGTERM, never the default kill.
+TEST_F(server_fixture, sighup_is_a_stop_event) {
+  ::raise(SIGHUP);
+  auto ev = srv_->wait_events(5000);
+  EXPECT_TRUE(ev.stop);
+  EXPECT_EQ(ev.stop_signal, SIGHUP);
+}
+
+// Routed signals reach a thread of the host's own: SIGUSR1 only there, a
+// stop signal there and in the events; join() releases the thread.
+TEST(server_signals, route_to_a_waiting_thread) {
+  echo_handler h;
+  std::unique_ptr<server> srv;
+  srv = std::make_unique<server>(server_options{}, [&](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+    return std::make_shared<http::connection>(std::move(s), t, h, srv->options());
+  });
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  srv->adopt_listener(fd);
+  ::close(fd);
+  srv->route_signals_to_waiter();
+  srv->start();
+  EXPECT_EQ(srv->wait_signal(10), 0);
+  ::raise(SIGUSR1);
+  EXPECT_EQ(srv->wait_signal(5000), SIGUSR1);
+  EXPECT_FALSE(srv->take_events().dump);
+  ::raise(SIGTERM);
+  EXPECT_EQ(srv->wait_signal(5000), SIGTERM);
+  auto ev = srv->wait_events(5000);
+  EXPECT_TRUE(ev.stop);
+  EXPECT_EQ(ev.stop_signal, SIGTERM);
+  std::thread waiting([&] { EXPECT_EQ(srv->wait_signal(-1), -1); });
+  srv->stop();
+  srv->join();
+  waiting.join();
+}
+
+// A second stop signal during the stop reaches the host (to cut it short).
+TEST_F(server_fixture, reports_a_second_signal_during_a_stop) {
+  ::raise(SIGTERM);
+  auto first = srv_->wait_events(5000);
+  ASSERT_TRUE(first.stop);
+  srv_->begin_stop();
+  ::raise(SIGINT);
+  server_events second;
+  for (int i = 0; i < 50 && !second.stop; ++i) second = srv_->wait_events(100);
+  EXPECT_TRUE(second.stop);
+  EXPECT_EQ(second.stop_signal, SIGINT);
+}
+
+// In a stop, the last connection closing wakes a host waiting on event_fd().
+TEST_F(server_fixture, the_last_close_of_a_stop_wakes_the_host) {
+  int fd = connect_client();
+  for (int i = 0; i < 200 && srv_->stats().open_connections == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(srv_->stats().open_connections, 1u);
+  srv_->begin_stop();
+  srv_->take_events();  // nothing pending now
+  ::close(fd);          // the client goes: its connection closes, the last one
+  pollfd p{srv_->event_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 2000), 1);
+  EXPECT_EQ(srv_->stats().open_connections, 0u);
+}
+
+// The first stop signal arms the exit deadline on the core's own thread:
+// the process ends at it even though the host never looks at its events.
+TEST(StopDeadline, TheFirstStopSignalArmsItNatively) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        echo_handler h;
+        server_options o;
+        std::unique_ptr<server> srv;
+        srv = std::make_unique<server>(o, [&](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+          return std::make_shared<http::connection>(std::move(s), t, h, srv->options());
+        });
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        ::listen(fd, 8);
+        srv->adopt_listener(fd);
+        srv->arm_deadline_on_stop(std::chrono::milliseconds(100), "stop overran: {detail}");
+        srv->live()->in_app = 3;
+        srv->start();
+        ::raise(SIGTERM);
+        std::this_thread::sleep_for(std::chrono::seconds(30));  // "stuck": never takes the event
+      },
+      ::testing::ExitedWithCode(1), "stop overran: 0 connections open, 3 requests in the app, 0 queued");
 }
 
 // The stop deadline ends the process with status 1 and its line, whatever

@@ -93,3 +93,16 @@ TEST(work_queue, wakes_no_one_while_a_worker_runs) {
   a.join();
   b.join();
 }
+
+TEST(work_queue, an_event_loop_queue_starts_no_watchdog) {
+  work_queue<int> with;
+  EXPECT_TRUE(with.has_watchdog());
+  work_queue<int> without(std::nullopt);
+  EXPECT_FALSE(without.has_watchdog());
+  // It still hands items over, through the armed event fd.
+  ASSERT_TRUE(without.push(7));
+  auto v = without.try_pop_or_arm(-1);
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(*v, 7);
+  EXPECT_FALSE(without.try_pop_or_arm(-1).has_value());
+}
