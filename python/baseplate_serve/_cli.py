@@ -331,7 +331,15 @@ def run(args: argparse.Namespace) -> None:
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)
             _log_startup(cfg, server_factory, f"gevent (pywsgi, handler {handler})", listener)
-            _pywsgi.serve(cfg, listener, app, on_ready)
+            options = parse_server_options(cfg.server, cfg.filename, cfg.server_section)
+            _pywsgi.serve(
+                cfg,
+                listener,
+                app,
+                on_ready,
+                drain_time=options["drain_time_ms"] / 1000.0,
+                stop_timeout=options["stop_timeout_ms"] / 1000.0,
+            )
         elif builtin:
             # Before the server takes the listener over.
             _log_startup(cfg, server_factory, dispatch or "threads", listener)

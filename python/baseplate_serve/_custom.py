@@ -8,7 +8,8 @@ factory returned a gevent server (``gevent.pywsgi.WSGIServer``, any
 ``gevent.baseserver.BaseServer``); the main greenlet then waits on a
 ``gevent.event.Event``, so the hub runs and the server accepts. Otherwise
 (``dispatch = threads`` and a server of its own kind) the main thread waits
-on a ``threading.Event`` and ``serve_forever()`` runs on a thread.
+on an event a signal handler can set (``_PipeEvent``) and
+``serve_forever()`` runs on a thread.
 
 It stops like every other way of serving (``_stop.GracefulStop``): the stop
 signal, the drain, ``stop()`` (which stops accepting and waits for the
@@ -21,6 +22,8 @@ exit status 1, so that a supervisor restarts it; so does a
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
 import socket
 import sys
@@ -90,13 +93,49 @@ class _Call:
             self._done()
 
 
+class _PipeEvent:
+    """threading.Event's interface, but safe to set() from a Python signal
+    handler: threading.Event.set() takes a lock that the main thread, which
+    the handler interrupts, may be holding (in wait() or clear()): a
+    deadlock. Here set() is a flag and one byte written to a pipe."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._flag = False
+
+    def set(self) -> None:
+        self._flag = True
+        try:
+            os.write(self._write, b"x")
+        except BlockingIOError:  # full: a wake-up is pending anyway
+            pass
+
+    def clear(self) -> None:
+        self._flag = False  # first: a set() from here on is not lost
+        try:
+            while os.read(self._read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if not self._flag:
+            select.select([self._read], [], [], timeout)
+        return self._flag
+
+
 class _Threads:
-    """The main thread waits on a threading.Event; calls run on threads."""
+    """The main thread waits on a pipe; calls run on threads."""
 
     where = "threads"
 
     def __init__(self) -> None:
-        self.event: Any = threading.Event()
+        self.event: Any = _PipeEvent()
 
     def spawn(self, call: _Call) -> None:
         threading.Thread(target=call, name=f"custom-server-{call.name}", daemon=True).start()

@@ -9,9 +9,10 @@ touch this module.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
 from baseplate_serve import config
 from baseplate_serve._errors import ConfigError
@@ -32,23 +33,89 @@ def prepare(cfg: Any) -> None:
     monkey.patch_all()
 
 
-def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callable[[], None]]) -> None:
-    """Serves with gevent.pywsgi until a stop signal, then stops as every server does (_stop)."""
+class _Connections:
+    """The pywsgi handlers alive (one per connection), so that the stop can
+    close the idle keep-alive ones and answer with ``Connection: close``."""
+
+    def __init__(self) -> None:
+        self.handlers: Set[Any] = set()
+        self.stopping = False
+
+    def close_idle(self) -> None:
+        """Kills the handlers waiting for a next request on a connection that
+        has served one: no request is in flight on it, and none has arrived
+        (a connection with bytes waiting is left to read and serve them, one
+        with none served yet to get its first request within the stop)."""
+        for handler in list(self.handlers):
+            if handler.bps_idle and handler.bps_served and not _readable(handler.socket):
+                handler.bps_greenlet.kill(block=False)
+
+
+def _readable(sock: Any) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+
+
+def _stoppable(handler_class: Any, connections: _Connections) -> Any:
+    """The app's handler class, tracked by ``connections``: whether it waits
+    for a request line, how many requests it served; during the stop its
+    responses carry ``Connection: close`` (unless the app set Connection)."""
     import gevent
+
+    class StoppableHandler(handler_class):  # type: ignore[misc,valid-type]
+        bps_idle = False
+        bps_served = 0
+        bps_greenlet: Any = None
+
+        def handle(self) -> Any:
+            self.bps_greenlet = gevent.getcurrent()
+            connections.handlers.add(self)
+            try:
+                return super().handle()
+            finally:
+                connections.handlers.discard(self)
+
+        def read_requestline(self) -> Any:
+            self.bps_idle = True
+            try:
+                return super().read_requestline()
+            finally:
+                self.bps_idle = False
+
+        def handle_one_response(self) -> Any:
+            try:
+                return super().handle_one_response()
+            finally:
+                self.bps_served += 1
+
+        def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+            if connections.stopping and not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+            return super().start_response(status, headers, exc_info)
+
+    StoppableHandler.__name__ = StoppableHandler.__qualname__ = handler_class.__name__
+    return StoppableHandler
+
+
+def serve(
+    cfg: Any,
+    listener: socket.socket,
+    app: Any,
+    on_ready: Optional[Callable[[], None]],
+    *,
+    drain_time: float,
+    stop_timeout: float,
+) -> None:
+    """Serves with gevent.pywsgi until a stop signal, then stops as every server does (_stop)."""
     import gevent.event
 
     from gevent.pool import Pool
     from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
     try:
-        parsed = config.parse_config(
-            cfg.server,
-            {
-                "max_concurrency": config.Optional(config.Integer),
-                "stop_timeout": config.Optional(config.TimespanWithLegacyFallback),
-                "drain_time": config.Optional(config.TimespanWithLegacyFallback),
-            },
-        )
+        parsed = config.parse_config(cfg.server, {"max_concurrency": config.Optional(config.Integer)})
     except config.ConfigurationError as exc:
         raise ConfigError.at(cfg.filename, cfg.server_section, exc.key, exc.error) from None
     handler_class = load_factory(cfg.server["handler"], "", filename=cfg.filename, section=cfg.server_section)
@@ -57,19 +124,23 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
         cfg.server_section,
         cfg.server["handler"].strip(),
     )
+    connections = _Connections()
     wsgi_logger = logging.getLogger("baseplate_serve.pywsgi")
+    pool = Pool(parsed.max_concurrency)
     server = WSGIServer(
         listener,
         application=app,
-        spawn=Pool(parsed.max_concurrency),
+        spawn=pool,
         log=LoggingLogAdapter(wsgi_logger, level=logging.DEBUG),
         error_log=LoggingLogAdapter(wsgi_logger, level=logging.ERROR),
-        handler_class=handler_class,
+        handler_class=_stoppable(handler_class, connections),
     )
-    stop_timeout = parsed.stop_timeout.total_seconds() if parsed.stop_timeout else 0.0
-    drain_time = parsed.drain_time.total_seconds() if parsed.drain_time else 0.0
     server.stop_timeout = stop_timeout
-    pool = server.pool
+
+    def stop_accepting() -> None:
+        connections.stopping = True
+        server.close()
+        connections.close_idle()
 
     def close_remaining() -> int:
         # What BaseServer.stop() does at its timeout: kill the greenlets still
@@ -80,11 +151,12 @@ def serve(cfg: Any, listener: socket.socket, app: Any, on_ready: Optional[Callab
         return count
 
     # The stop sequence of every way of serving, on the hub: signal, drain,
-    # close the listener, wait for the pool up to stop_timeout, kill the rest.
+    # close the listener and the idle connections, wait for the pool up to
+    # stop_timeout, kill the rest.
     stop = GracefulStop(
         drain_time,
         stop_timeout,
-        stop_accepting=server.close,
+        stop_accepting=stop_accepting,
         in_flight=lambda: len(pool),
         close_remaining=close_remaining,
         event=gevent.event.Event(),

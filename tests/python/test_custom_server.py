@@ -366,3 +366,56 @@ def test_a_request_spinning_on_the_cpu_does_not_outlive_the_deadline(run_server,
     assert elapsed < 4 + 4, elapsed
     assert status == 1, server.stdout + server.stderr
     assert "stop exceeded drain_time + stop_timeout + 1 s" in server.stderr, server.stderr
+
+
+# --------------------------------------------------------------------------- pywsgi: idle keep-alive connections
+
+
+def read_response(sock, deadline: float) -> bytes:
+    """One HTTP response with a Content-Length, read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + int(
+        re.search(rb"(?i)content-length: *(\d+)", data).group(1)
+    ):
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def test_handler_stop_closes_idle_keepalive_connections_and_answers_with_connection_close(run_server):
+    import socket
+    import threading
+
+    server = run_server(HANDLER_APP, server_options="handler = app:TaggingHandler\nstop_timeout = 20\n")
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    idle.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(idle, time.monotonic() + 10).startswith(b"HTTP/1.1 200")
+
+    busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    busy.sendall(b"GET /slow?id=busy&s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.wait_for_output(r"slow-start busy")
+    answer = {}
+
+    def read_busy():
+        answer["data"] = read_response(busy, time.monotonic() + 30)
+
+    reader = threading.Thread(target=read_busy, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    server.send(signal.SIGTERM)
+    # The idle keep-alive connection is closed at once, not at stop_timeout.
+    idle.settimeout(10)
+    assert idle.recv(1) == b""
+    closed_after = time.monotonic() - started
+    reader.join(30)
+    # The request in flight finishes, told that the connection closes.
+    head = answer["data"].split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200") and re.search(rb"(?im)^connection: close\r?$", head), head
+    assert server.wait(30) == 0, server.stdout + server.stderr
+    assert closed_after < 1.5, closed_after
+    assert time.monotonic() - started < 10  # not stop_timeout (20 s)
+    assert not re.search(r"closed \d+ connection", server.stdout), server.stdout
+    idle.close()
+    busy.close()
