@@ -197,6 +197,16 @@ def run_custom_server(
         # listener (one not made by gevent's patched socket module) the
         # accept after the last one would block the hub for good.
         listener.setblocking(False)
+    connections = None
+    pywsgi = sys.modules.get("gevent.pywsgi")
+    if pywsgi is not None and isinstance(server, pywsgi.WSGIServer):
+        # As on the handler path: the stop closes idle keep-alive connections
+        # and answers with Connection: close (else gevent's stop() waits for
+        # keep-alive clients, then kills their requests mid-way).
+        from baseplate_serve._pywsgi import Connections, stoppable_handler
+
+        connections = Connections()
+        server.handler_class = stoppable_handler(server.handler_class, connections)
     loop: Any = _Hub() if on_hub else _Threads()
     calls: List[_Call] = []
     serving: Optional[_Call] = None
@@ -210,13 +220,17 @@ def run_custom_server(
 
     def stop_accepting() -> None:
         nonlocal stopping
+        if connections is not None:
+            connections.stopping = True
         # stop() stops accepting and waits for the server's own connections;
         # it runs apart so that stop_timeout and a second signal can cut the wait.
         for name in ("stop", "shutdown"):  # shutdown(): the socketserver spelling
             method = getattr(server, name, None)
             if callable(method):
                 stopping = spawn(name, method)
-                return
+                break
+        if connections is not None:
+            connections.close_idle()
 
     def in_flight() -> int:
         return sum(1 for call in calls if not call.finished)

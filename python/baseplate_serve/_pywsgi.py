@@ -33,7 +33,7 @@ def prepare(cfg: Any) -> None:
     monkey.patch_all()
 
 
-class _Connections:
+class Connections:
     """The pywsgi handlers alive (one per connection), so that the stop can
     close the idle keep-alive ones and answer with ``Connection: close``."""
 
@@ -58,7 +58,7 @@ def _readable(sock: Any) -> bool:
         return False
 
 
-def _stoppable(handler_class: Any, connections: _Connections) -> Any:
+def stoppable_handler(handler_class: Any, connections: Connections) -> Any:
     """The app's handler class, tracked by ``connections``: whether it waits
     for a request line, how many requests it served; during the stop its
     responses carry ``Connection: close`` (unless the app set Connection)."""
@@ -124,7 +124,7 @@ def serve(
         cfg.server_section,
         cfg.server["handler"].strip(),
     )
-    connections = _Connections()
+    connections = Connections()
     wsgi_logger = logging.getLogger("baseplate_serve.pywsgi")
     pool = Pool(parsed.max_concurrency)
     server = WSGIServer(
@@ -133,7 +133,7 @@ def serve(
         spawn=pool,
         log=LoggingLogAdapter(wsgi_logger, level=logging.DEBUG),
         error_log=LoggingLogAdapter(wsgi_logger, level=logging.ERROR),
-        handler_class=_stoppable(handler_class, connections),
+        handler_class=stoppable_handler(handler_class, connections),
     )
     server.stop_timeout = stop_timeout
 
