@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -81,7 +82,9 @@ void server::start() {
       if (self->signals_to_waiter_) {
         {
           std::lock_guard<std::mutex> lk(self->waiter_mutex_);
-          self->waiter_signals_.push_back(sig);
+          // A dump already pending answers this SIGUSR1 too.
+          auto& q = self->waiter_signals_;
+          if (sig != SIGUSR1 || std::find(q.begin(), q.end(), SIGUSR1) == q.end()) q.push_back(sig);
         }
         self->waiter_cv_.notify_all();
         if (sig == SIGUSR1) {

@@ -19,7 +19,7 @@ from baseplate_serve._listener import describe
 from baseplate_serve._logging import emit_native
 from baseplate_serve._monitor import blocked_hub_threshold, start_blocked_hub_monitor
 from baseplate_serve._options import parse_server_options
-from baseplate_serve._stackdump import dump_stacks, start_os_thread
+from baseplate_serve._stackdump import dump_stacks, start_os_thread, use_native_handler_locks
 from baseplate_serve._stop import STOP_SIGNALS, GracefulStop, deadline_line, deadline_seconds
 
 logger = logging.getLogger("baseplate_serve")
@@ -208,8 +208,11 @@ class _GeventLoop:
         start = _worker_greenlets(hub, dispatcher.ready_runner())
         queue_watcher = hub.loop.io(dispatcher.queue_fd, 1)
         queue_watcher.start(dispatcher.drain, start)
-        event_watcher = hub.loop.io(self.core.event_fd, 1)
-        event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
+        # Events are handled in a greenlet, never in a hub callback: logging
+        # may wait for a handler's lock that another OS thread holds (the
+        # signal or monitor thread), and a hub callback cannot wait.
+        events = gevent.spawn(self._handle_events_forever)
+        use_native_handler_locks()  # before any OS thread logs
         signals = _SignalThread(self.core, self.stop)
         threshold = self.server._blocked_hub
         monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
@@ -228,11 +231,19 @@ class _GeventLoop:
             if monitor is not None:
                 monitor.stop()
             queue_watcher.stop()
-            event_watcher.stop()
+            events.kill(block=False)
             self.core.close_dispatch()
             self.core.join()  # also ends the signal thread's wait
             signals.join(1.0)
         return 0
+
+
+    def _handle_events_forever(self) -> None:
+        from gevent.socket import wait_read
+
+        while True:
+            wait_read(self.core.event_fd)
+            self.server._handle_events(self.core.events(0), self.stop)
 
 
 class _SignalThread:

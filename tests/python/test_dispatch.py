@@ -450,3 +450,30 @@ def test_graceful_stop_on_the_gevent_hub_in_process(tmp_path):
     assert proc.returncode == 0, (out, err)
     assert "Received SIGHUP, stopping gracefully" in out
     assert re.search(r"forced 0 took [01]\.\d", out), out  # not the 10 s stop_timeout
+
+
+def test_gevent_dumps_and_stops_while_requests_and_native_records_log(run_server):
+    # The signal thread logs (a dump) while the hub logs native records (the
+    # access log) and requests log: a handler's lock shared by an OS thread
+    # and the hub must never leave the hub waiting inside a callback.
+    server = run_server(APP, server_options=options("gevent", "access_log = true\nstop_timeout = 10 seconds\ndrain_time = 0\n"))
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            Request(server.port, "/fast").done.wait(10)
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for c in clients:
+        c.start()
+    for _ in range(15):
+        server.send(signal.SIGUSR1)
+        time.sleep(0.05)
+    done.set()
+    for c in clients:
+        c.join(15)
+    started = time.monotonic()
+    assert server.stop(timeout=20) == 0, server.stderr[-3000:]
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in server.stderr, server.stderr[-3000:]
+    assert server.stdout.count("Received SIGUSR1, dumping stack traces") >= 1
