@@ -160,7 +160,7 @@ def make_app(app_config):
 
 DISPATCHES = ["gevent", "threads"]
 KINDS = {
-    # kind: (module, factory, what the server says when its stop is called)
+    # kind: (module name, its code)
     "gevent-server": ("gevent_factory", GEVENT_FACTORY),
     "threaded-server": ("threaded_factory", THREADED_FACTORY),
 }
@@ -171,11 +171,6 @@ def start_custom(run_server, tmp_path, kind: str, dispatch: str, options: str = 
     (tmp_path / f"{module}.py").write_text(code)
     ini = CUSTOM_INI.format(f"{module}:make_server", "hi", f"dispatch = {dispatch}\n{options}")
     return run_server(app, ini=ini)
-
-
-def exit_within(server, seconds: float) -> int:
-    """The exit status, once the server has exited (within ``seconds``)."""
-    return server.wait(seconds)
 
 
 # --------------------------------------------------------------------------- where custom servers run
