@@ -312,7 +312,9 @@ def run(args: argparse.Namespace) -> None:
             )
         _serve_native(args, cfg, builtin, native)
         return
-    dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section) if builtin else None
+    # A custom factory too: baseplate.py monkey-patches before every app, and
+    # its servers are gevent servers (see _custom).
+    dispatch = resolve_dispatch(cfg.server, cfg.filename, cfg.server_section)
     if builtin == "wsgi" and handler:
         # The native HTTP core has no place for a pywsgi handler class.
         from baseplate_serve import _pywsgi
@@ -349,7 +351,15 @@ def run(args: argparse.Namespace) -> None:
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)
             _log_startup(cfg, server_factory, f"gevent (pywsgi, handler {handler})", listener)
-            _pywsgi.serve(cfg, listener, app, on_ready)
+            options = parse_server_options(cfg.server, cfg.filename, cfg.server_section)
+            _pywsgi.serve(
+                cfg,
+                listener,
+                app,
+                on_ready,
+                drain_time=options.drain_time,
+                stop_timeout=options.stop_timeout,
+            )
         elif builtin:
             # Before the server takes the listener over.
             _log_startup(cfg, server_factory, dispatch or "threads", listener)
@@ -369,15 +379,23 @@ def run(args: argparse.Namespace) -> None:
             from baseplate_serve._custom import run_custom_server
 
             try:
-                options = parse_server_options(cfg.server, cfg.filename, cfg.server_section, only=("drain_time",))
+                options = parse_server_options(
+                    cfg.server, cfg.filename, cfg.server_section, only=("drain_time", "stop_timeout")
+                )
             except ImportError as exc:  # the options table is the native core's
                 raise _core_load_error(exc) from None
-            drain = options.drain_time
             custom = make_server(cfg.server, listener, app)  # baseplate.py's factories start their runtime monitor
             if baseplate_py is not None:
                 baseplate_py.after_app(cfg.server, app, None)
-            _log_startup(cfg, server_factory, "the server factory's own", listener)
-            run_custom_server(custom, listener, on_ready, drain)
+            _log_startup(cfg, server_factory, f"{dispatch} (the server factory's own server)", listener)
+            run_custom_server(
+                custom,
+                listener,
+                on_ready,
+                drain_time=options.drain_time,
+                stop_timeout=options.stop_timeout,
+                dispatch=dispatch,
+            )
     finally:
         socket_file.remove()
 

@@ -29,3 +29,11 @@ class InstallError(StartupError):
     cannot be loaded (exit 1)."""
 
     exit_status = 1
+
+
+class ServerError(StartupError):
+    """A custom server's own code failed: its ``start()``, ``serve_forever()``
+    or ``stop()`` raised, or ``serve_forever()`` returned unasked (exit 1,
+    traceback logged), so that a supervisor restarts the process."""
+
+    exit_status = 1
