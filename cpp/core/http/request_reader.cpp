@@ -37,13 +37,24 @@ bool starts_last_chunk(std::string_view data) {
 
 request_reader::request_reader(const server_options& opts) : opts_(opts) { reset(); }
 
-void request_reader::reset() {
+void request_reader::reset(request* into) {
   parser_.emplace(*this);
   parser_->header_limit(opts_.max_header_size);
   // "No limit" is the largest limit: Beast 1.74 compares a Content-Length
   // against an empty optional as if it were smaller than any value.
   parser_->body_limit(opts_.max_body_size ? opts_.max_body_size : std::numeric_limits<std::uint64_t>::max());
-  head_ = request{};
+  // Cleared, not replaced: the strings keep their capacity for the next
+  // head. Addresses are the connection's, set once.
+  head_ = into ? into : &own_;
+  auto& h = *head_;
+  h.method.clear();
+  h.target.clear();
+  h.version = 11;
+  h.content_length.reset();
+  h.chunked = h.expect_continue = false;
+  h.trace_id.clear();
+  h.span_id.clear();
+  fields_ = 0;
   trailers_.clear();
   header_bytes_ = ext_bytes_ = trailer_bytes_ = 0;
   head_done_ = in_trailers_ = in_metadata_ = expect_continue_ = false;
@@ -140,7 +151,7 @@ request_reader::result request_reader::read_head(beast::flat_buffer& in) {
 
 void request_reader::grammar::on_request_impl(bhttp::verb, std::string_view method, std::string_view target,
                                               int version, error_code& ec) {
-  auto& h = r_.head_;
+  auto& h = *r_.head_;
   h.headers.reserve(8);  // one allocation for a typical head, no moves as it grows
   h.method.assign(method.data(), method.size());
   h.target.assign(target.data(), target.size());
@@ -165,14 +176,22 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
     r_.trailers_.emplace_back(std::string(name_string), std::string(value));
     return;
   }
-  auto& headers = r_.head_.headers;
-  if (o.max_header_count && headers.size() >= o.max_header_count) {
+  auto& headers = r_.head_->headers;
+  std::size_t at = r_.fields_;
+  if (o.max_header_count && at >= o.max_header_count) {
     r_.reject(431, "too many header fields");
     ec = rejected;
     return;
   }
-  std::size_t at = headers.size();
-  headers.emplace_back(std::string(name_string), std::string(value));
+  // Into the previous head's strings where there are some (no allocation
+  // for a field no longer than the one it replaces).
+  if (at < headers.size()) {
+    headers[at].first.assign(name_string.data(), name_string.size());
+    headers[at].second.assign(value.data(), value.size());
+  } else {
+    headers.emplace_back(std::string(name_string), std::string(value));
+  }
+  ++r_.fields_;
   switch (name) {
     case bhttp::field::host:
       ++r_.hosts_;
@@ -191,9 +210,9 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
     case bhttp::field::unknown:
       // None of the trace headers is a field Beast knows.
       if (beast::iequals(name_string, "x-trace"))
-        r_.head_.trace_id.assign(value.data(), value.size());
+        r_.head_->trace_id.assign(value.data(), value.size());
       else if (beast::iequals(name_string, "x-span"))
-        r_.head_.span_id.assign(value.data(), value.size());
+        r_.head_->span_id.assign(value.data(), value.size());
       else if (beast::iequals(name_string, "traceparent"))
         r_.traceparent_.assign(value.data(), value.size());
       break;
@@ -203,7 +222,10 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
 }
 
 request_reader::result request_reader::check_head() {
-  auto& h = head_;
+  auto& h = *head_;
+  // Fields left over from a longer previous head go (rarely: keep-alive
+  // clients send the same fields each time).
+  if (h.headers.size() > fields_) h.headers.erase(h.headers.begin() + static_cast<std::ptrdiff_t>(fields_), h.headers.end());
   const auto& headers = h.headers;
   // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, a valid authority.
   if (hosts_ > 1 || (hosts_ == 0 && h.version == 11)) return reject(400, "missing or repeated Host header");
@@ -235,10 +257,12 @@ request_reader::result request_reader::check_head() {
     if (!beast::iequals(headers[expect_at_].second, "100-continue")) return reject(417, "unsupported Expect");
     expect_continue_ = h.version == 11;
   }
-  {
+  if (!traceparent_.empty()) {
     trace_context tc = resolve_trace(h.trace_id, h.span_id, traceparent_);
     h.trace_id = std::move(tc.trace_id);
     h.span_id = std::move(tc.span_id);
+  } else if (h.trace_id.empty()) {
+    h.span_id.clear();  // as resolve_trace: a span without a trace is none
   }
   auto length = parser_->content_length();
   h.content_length = length ? std::optional<std::uint64_t>(*length) : std::nullopt;
