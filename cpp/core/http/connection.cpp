@@ -8,6 +8,7 @@
 
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <atomic>
@@ -377,6 +378,47 @@ write_handler connection::release_current() {
 }
 
 void connection::write_part(pending_write& w) {
+  if (!frame_part(w)) return;
+  std::array<asio::const_buffer, 3> bufs{asio::buffer(writer_.head().data(), writer_.head().size()),
+                                         asio::buffer(writer_.body().data(), writer_.body().size()),
+                                         asio::buffer(writer_.tail().data(), writer_.tail().size())};
+  // Most responses fit in the socket's send buffer: written here at once
+  // (the socket is non-blocking), with no operation for the reactor and no
+  // completion to schedule. Nested calls (a queue of writes, each finishing
+  // at once) go the asynchronous way, so the stack stays shallow.
+  if (sync_depth_ < 4) {
+    std::array<iovec, 3> iov{};
+    std::size_t total = 0, count = 0;
+    for (const auto& b : bufs)
+      if (b.size() > 0) {
+        iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
+        total += b.size();
+      }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    ssize_t n;
+    do n = ::sendmsg(socket().native_handle(), &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return on_written(error_code(errno, boost::system::system_category()));
+    std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+    if (sent == total) {
+      ++sync_depth_;
+      on_written({});
+      --sync_depth_;
+      return;
+    }
+    for (auto& b : bufs) {  // the rest goes out asynchronously
+      std::size_t k = std::min(sent, b.size());
+      b += k;
+      sent -= k;
+    }
+  }
+  asio::async_write(socket(), bufs, [self = self()](error_code ec, std::size_t) { self->on_written(ec); });
+}
+
+bool connection::frame_part(pending_write& w) {
   log::scoped_trace trace(trace_id_);
   // A body the app has not read (yet) makes the connection unusable after
   // this response unless the app reads it all: announce the close now.
@@ -396,14 +438,13 @@ void connection::write_part(pending_write& w) {
         if (done) done(asio::error::operation_aborted);
         fail_writes();
         push_write(response_writer::stock_reply(500), nullptr);
-        return next_write();
+        next_write();
+        return false;
       }
-      return close();
+      close();
+      return false;
   }
-  std::array<asio::const_buffer, 3> bufs{asio::buffer(writer_.head().data(), writer_.head().size()),
-                                         asio::buffer(writer_.body().data(), writer_.body().size()),
-                                         asio::buffer(writer_.tail().data(), writer_.tail().size())};
-  asio::async_write(socket(), bufs, [self = self()](error_code ec, std::size_t) { self->on_written(ec); });
+  return true;
 }
 
 void connection::write_file(pending_write& w) {

@@ -66,6 +66,9 @@ class connection final : public stream_connection {
   void app_abort(std::uint64_t id, const char* why);
   void next_write();
   void write_part(pending_write& w);
+  /// Frames w's part into writer_; false when there is nothing to send
+  /// (the part was refused and handled).
+  bool frame_part(pending_write& w);
   void write_file(pending_write& w);
   void wait_file_writable();
   void on_written(boost::system::error_code ec);
@@ -116,6 +119,7 @@ class connection final : public stream_connection {
   std::vector<pending_write> writes_;
   std::size_t write_at_ = 0;
   bool writing_ = false;
+  int sync_depth_ = 0;  ///< on_written calls nested in write_part
   bool has_write() const { return write_at_ < writes_.size(); }
   pending_write& front_write() { return writes_[write_at_]; }
   void pop_write() {
