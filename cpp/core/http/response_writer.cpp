@@ -280,6 +280,7 @@ response_writer::outcome response_writer::frame_head(const response_head& head, 
   char* const start = head_.data();
   char* p = start;
   auto put = [&p](std::string_view v) {
+    if (v.empty()) return;  // data() may be null (an empty reason phrase)
     std::memcpy(p, v.data(), v.size());
     p += v.size();
   };
