@@ -3,7 +3,7 @@
 function, counted by valgrind's callgrind (not timed, so the answer is the
 same on a busy machine).
 
-    python3 bench/profile.py [--dispatch gevent|threads|both] [--seconds 10] [--top 25]
+    python3 bench/profile.py [--dispatch gevent|threads|both|none] [--native-http] [--seconds 10] [--top 25]
 
 For each dispatch mode it serves examples/hello under callgrind twice: a
 short run (1 s of wrk) and a long one (--seconds). Start-up costs the same in
@@ -12,7 +12,9 @@ requests served, is the cost of one request. It prints that per thread
 (the I/O thread, the thread that runs Python) and the functions with the
 largest self cost. Needs valgrind and wrk; uses the project's .venv and the
 installed package (`make install`), or with --tree the in-place build of
-`make dev` (which keeps its symbols).
+`make dev` (which keeps its symbols). --native-http profiles the native
+hello app as well (examples/native_http/build, built against the installed
+SDK as bench/run.sh builds it).
 """
 from __future__ import annotations
 
@@ -91,16 +93,22 @@ def self_costs(path: Path) -> Dict[str, int]:
     return costs
 
 
+NATIVE_HTTP = ROOT / "examples" / "native_http" / "build" / "libhello_native.so"
+
+
 def profile(dispatch: str, seconds: int, top: int, work: Path) -> None:
     ini = work / f"{dispatch}.ini"
-    ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\ndispatch = {dispatch}\n\n"
-                   "[app:main]\nfactory = hello:make_app\n")
+    if dispatch == "native-http":
+        ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\n\n[app:main]\nfactory = {NATIVE_HTTP}:make_app\n")
+    else:
+        ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\ndispatch = {dispatch}\n\n"
+                       "[app:main]\nfactory = hello:make_app\n")
     short, long_ = work / f"{dispatch}.short", work / f"{dispatch}.long"
     n_short = serve_under_callgrind(ini, 1, short)
     n_long = serve_under_callgrind(ini, seconds, long_)
     n = n_long - n_short
     fs, fl = thread_files(short), thread_files(long_)
-    print(f"\n== dispatch = {dispatch}: {n_long} - {n_short} = {n} requests")
+    print(f"\n== {'app' if dispatch == 'native-http' else 'dispatch'} = {dispatch}: {n_long} - {n_short} = {n} requests")
     rows: List[Tuple[int, int]] = []
     for t in sorted(fl):
         per = (total(fl[t]) - (total(fs[t]) if t in fs else 0)) / n
@@ -128,7 +136,8 @@ def profile(dispatch: str, seconds: int, top: int, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dispatch", choices=["gevent", "threads", "both"], default="both")
+    parser.add_argument("--dispatch", choices=["gevent", "threads", "both", "none"], default="both")
+    parser.add_argument("--native-http", action="store_true", help="also profile examples/native_http")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--tree", action="store_true", help="profile the in-place build (make dev)")
@@ -137,8 +146,13 @@ def main() -> None:
         ENV["PYTHONPATH"] = str(ROOT / "python")
     if not PYTHON.exists():
         sys.exit(f"{PYTHON} is missing: run `make install` first")
+    modes = {"both": ["gevent", "threads"], "none": []}.get(args.dispatch, [args.dispatch])
+    if args.native_http:
+        if not NATIVE_HTTP.exists():
+            sys.exit(f"{NATIVE_HTTP} is missing: build it as bench/run.sh does")
+        modes.append("native-http")
     with tempfile.TemporaryDirectory() as tmp:
-        for dispatch in (["gevent", "threads"] if args.dispatch == "both" else [args.dispatch]):
+        for dispatch in modes:
             profile(dispatch, args.seconds, args.top, Path(tmp))
 
 

@@ -508,6 +508,15 @@ wsgi_runner::wsgi_runner(wsgi_settings s) : s_(std::move(s)) {
   template_["SCRIPT_NAME"] = "";
   template_["SERVER_NAME"] = s_.server_name;
   template_["SERVER_PORT"] = s_.server_port;
+  // Placeholders for the keys every request sets: the copy of the template
+  // is then sized for the whole environ, and setting them replaces values
+  // instead of inserting (make_environ).
+  for (const char* key : {"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL", "REMOTE_ADDR",
+                          "REMOTE_PORT", "wsgi.input"}) {
+    PyObject* k = PyUnicode_InternFromString(key);  // the very key objects make_environ uses
+    if (!k) throw py::error_already_set();
+    template_[py::reinterpret_steal<py::str>(k)] = py::none();
+  }
   logger_ = py::module_::import("logging").attr("getLogger")("baseplate_serve.wsgi");
 }
 
@@ -597,6 +606,25 @@ PyObject* new_ref(PyObject* o) {
   return o;
 }
 
+/// The str of a per-connection value (REMOTE_ADDR, REMOTE_PORT), made again
+/// only when it changes: a keep-alive connection's requests, and the
+/// requests of clients on one host, share it. Used with the GIL held.
+struct cached_str {
+  std::string bytes;
+  PyObject* str = nullptr;  // leaked on purpose, as strings() is
+
+  PyObject* get(std::string_view value) {
+    if (!str || value != bytes) {
+      PyObject* s = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
+      if (!s) throw py::error_already_set();
+      Py_XDECREF(str);
+      str = s;
+      bytes.assign(value.data(), value.size());
+    }
+    return new_ref(str);
+  }
+};
+
 }  // namespace
 
 py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
@@ -621,10 +649,12 @@ py::dict wsgi_runner::make_environ(const http::request& r, py::object input) {
            path.find('%') == std::string_view::npos ? new_latin1(path) : new_latin1(percent_decode(path)));
   set_item(d, k.query_string, query.empty() ? new_ref(k.empty) : new_latin1(query));
   set_item(d, k.server_protocol, new_ref(r.version == 10 ? k.http_10 : k.http_11));
-  set_item(d, k.remote_addr, new_latin1(r.remote_host));
+  static cached_str& remote_addr = *new cached_str;
+  static cached_str& remote_port = *new cached_str;
+  set_item(d, k.remote_addr, remote_addr.get(r.remote_host));
   char port[8];
   char* port_end = r.remote_port ? std::to_chars(port, port + sizeof port, r.remote_port).ptr : port;
-  set_item(d, k.remote_port, new_latin1(std::string_view(port, static_cast<std::size_t>(port_end - port))));
+  set_item(d, k.remote_port, remote_port.get(std::string_view(port, static_cast<std::size_t>(port_end - port))));
   if (PyDict_SetItem(d, k.wsgi_input, input.ptr()) < 0) throw py::error_already_set();
   for (const auto& [name, value] : r.headers) {
     PyObject* key = header_key(name);
@@ -664,7 +694,7 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
     bool too_large = input_obj && unbox<input_stream>(input_obj.ptr()).body_limit_hit_;
     if (too_large && resp && !resp->head_sent()) {
       http::response_part part;
-      part.head = http::response_head{413, {}, {{"Content-Type", "text/plain"}}};
+      part.head = http::response_head{413, {}, {{"Content-Type", "text/plain"}}, true};  // constant: checked
       part.body = "Payload Too Large\n";
       part.last = true;
       ex->write(std::move(part), nullptr);
@@ -673,7 +703,7 @@ void wsgi_runner::run(std::shared_ptr<http::exchange> ex) {
                             py::arg("exc_info") = exc_info(e));
       if (resp && !resp->head_sent()) {
         http::response_part part;
-        part.head = http::response_head{500, {}, {{"Content-Type", "text/plain"}}};
+        part.head = http::response_head{500, {}, {{"Content-Type", "text/plain"}}, true};  // constant: checked
         part.body = "Internal Server Error\n";
         part.last = true;
         ex->write(std::move(part), nullptr);

@@ -427,6 +427,49 @@ TEST(request_reader, waits_for_chunk_metadata_are_reported) {
   EXPECT_TRUE(o.in_metadata);
 }
 
+TEST(request_reader, reused_storage_holds_only_the_new_head) {
+  // The connection parses each request into storage it reuses (strings
+  // keep their capacity): nothing of the previous head may survive, and
+  // the addresses the connection set once stay.
+  server_options opts;
+  request_reader reader(opts);
+  request slot;
+  slot.remote_host = "10.0.0.1";
+  slot.remote_port = 4242;
+  auto parse = [&](const std::string& text) {
+    boost::beast::flat_buffer buf;
+    auto b = buf.prepare(text.size());
+    std::memcpy(b.data(), text.data(), text.size());
+    buf.commit(text.size());
+    return reader.read_head(buf);
+  };
+  reader.reset(&slot);
+  ASSERT_EQ(parse("POST /first?q=1 HTTP/1.1\r\nHost: a.example\r\nX-Trace: 123\r\nX-Span: 456\r\n"
+                  "X-Long: " + std::string(64, 'v') + "\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n"),
+            result::head);
+  EXPECT_EQ(&reader.head(), &slot);
+  EXPECT_EQ(slot.headers.size(), 6u);
+  EXPECT_EQ(slot.trace_id, "123");
+  EXPECT_TRUE(slot.expect_continue);
+  reader.reset(&slot);
+  ASSERT_EQ(parse("GET /b HTTP/1.0\r\nX-Other: 1\r\n\r\n"), result::head);
+  EXPECT_EQ(slot.method, "GET");
+  EXPECT_EQ(slot.target, "/b");
+  EXPECT_EQ(slot.version, 10u);
+  ASSERT_EQ(slot.headers.size(), 1u);
+  EXPECT_EQ(slot.headers[0], (std::pair<std::string, std::string>{"X-Other", "1"}));
+  EXPECT_EQ(slot.trace_id, "");
+  EXPECT_EQ(slot.span_id, "");
+  EXPECT_FALSE(slot.content_length.has_value());
+  EXPECT_FALSE(slot.expect_continue);
+  EXPECT_EQ(slot.remote_host, "10.0.0.1");
+  EXPECT_EQ(slot.remote_port, 4242u);
+  // A span without a trace is none, as resolve_trace has it.
+  reader.reset(&slot);
+  ASSERT_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nX-Span: 9\r\n\r\n"), result::head);
+  EXPECT_EQ(slot.span_id, "");
+}
+
 // ------------------------------------------------------------------ responses
 
 struct response_case {

@@ -8,8 +8,10 @@
 
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 
@@ -43,7 +45,7 @@ unsigned reject_status(error_code ec) {
 /// connection's thread; calls for a request that has ended are refused.
 class connection::exchange_impl final : public exchange {
  public:
-  exchange_impl(std::shared_ptr<connection> c, request r, std::uint64_t id)
+  exchange_impl(std::shared_ptr<connection> c, std::shared_ptr<const request> r, std::uint64_t id)
       : conn_(std::move(c)), req_(std::move(r)), id_(id) {}
   ~exchange_impl() override {
     conn_->pending_->fetch_sub(1, std::memory_order_relaxed);
@@ -53,7 +55,7 @@ class connection::exchange_impl final : public exchange {
       conn_->post([c = conn_, id = id_] { c->app_abort(id, "app dropped a request without answering it"); });
   }
 
-  const request& req() const override { return req_; }
+  const request& req() const override { return *req_; }
 
   void read_body(std::size_t max, read_handler h) override {
     conn_->post([c = conn_, id = id_, max, h = std::move(h)]() mutable { c->app_read(id, max, std::move(h)); });
@@ -79,7 +81,8 @@ class connection::exchange_impl final : public exchange {
 
  private:
   std::shared_ptr<connection> conn_;
-  request req_;
+  /// The connection's slot the head was read into: not reused while held.
+  std::shared_ptr<const request> req_;
   std::uint64_t id_;
   bool finished_ = false;
 };
@@ -96,9 +99,33 @@ void connection::start() { read_request(); }
 
 // ---------------------------------------------------------------- requests
 
+request* connection::free_slot() {
+  // The slot of the last request when its exchange is gone (use_count 1:
+  // only this connection holds it, and only this thread could copy it),
+  // else the other one, else a new one in place of the other.
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    std::size_t k = (slot_ + i) % slots_.size();
+    if (slots_[k] && slots_[k].use_count() == 1) {
+      // The app's thread dropped its reference with a release; this makes
+      // its last reads of the head happen before the reader's writes.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      slot_ = k;
+      return slots_[k].get();
+    }
+  }
+  slot_ = (slot_ + 1) % slots_.size();
+  auto r = std::make_shared<request>();
+  r->remote_host = remote_host_;
+  r->remote_port = remote_port_;
+  r->local_host = local_host_;
+  r->local_port = local_port_;
+  slots_[slot_] = std::move(r);
+  return slots_[slot_].get();
+}
+
 void connection::read_request() {
-  reader_.reset();
-  fail_writes(std::move(writes_));
+  reader_.reset(free_slot());
+  fail_writes();
   body_pending_.clear();
   continue_sent_ = false;
   metadata_since_ = clock::time_point::max();
@@ -165,12 +192,8 @@ void connection::on_head() {
 }
 
 void connection::dispatch() {
-  request r = std::move(reader_.head());
-  r.remote_host = remote_host_;
-  r.remote_port = remote_port_;
-  r.local_host = local_host_;
-  r.local_port = local_port_;
-  trace_id_ = r.trace_id.empty() ? "-" : r.trace_id;
+  const request& r = reader_.head();
+  if (!r.trace_id.empty()) trace_id_ = r.trace_id;
   if (opts_.access_log) {
     started_ = clock::now();
     access_line_ = r.method + " " + r.target;
@@ -181,7 +204,7 @@ void connection::dispatch() {
   if (!admit()) return fail_request(503, "too many pending requests (max_pending_requests)");
   phase_ = phase::app;
   deadline_ = clock::time_point::max();
-  auto ex = std::make_shared<exchange_impl>(self(), std::move(r), request_id_);
+  auto ex = std::make_shared<exchange_impl>(self(), slots_[slot_], request_id_);
   log::scoped_trace trace(trace_id_);
   try {
     app_.handle(ex);
@@ -199,10 +222,10 @@ void connection::fail_request(unsigned status, std::string_view why) {
     log::write(log::level::debug, logger,
                "rejected request from " + peer_ + ": " + std::to_string(status) + " " + std::string(why));
   phase_ = phase::app;
-  fail_writes(std::move(writes_));
+  fail_writes();
   // A rejected head has no writer state yet; a refused request (503) has.
   if (!reader_.head_done()) writer_.begin(11, false, false);
-  writes_.push_back(pending_write{response_writer::stock_reply(status), nullptr});
+  push_write(response_writer::stock_reply(status), nullptr);
   if (!writing_) next_write();
 }
 
@@ -284,10 +307,15 @@ void connection::app_read(std::uint64_t id, std::size_t max, read_handler h) {
 
 // ---------------------------------------------------------------- response
 
-void connection::app_write(std::uint64_t id, pending_write w) {
+void connection::app_write(std::uint64_t id, pending_write&& w) {
   if (id != request_id_ || phase_ != phase::app || closed()) {
     if (w.done) w.done(asio::error::operation_aborted);
     return;
+  }
+  if (!writing_ && !has_write()) {
+    // Nothing ahead of it: straight to the socket, never queued.
+    current_ = std::move(w);
+    return start_write();
   }
   writes_.push_back(std::move(w));
   if (!writing_) next_write();
@@ -298,29 +326,99 @@ void connection::app_abort(std::uint64_t id, const char* why) {
   if (why) log::write(log::level::error, logger, why);
   if (writer_.head_sent() || writing_) return close();
   // Nothing was sent yet: the client gets a 500, not a dropped connection.
-  fail_writes(std::move(writes_));
-  writes_.push_back(pending_write{response_writer::stock_reply(500), nullptr});
+  fail_writes();
+  push_write(response_writer::stock_reply(500), nullptr);
   next_write();
 }
 
-void connection::fail_writes(std::deque<pending_write> writes) {
+void connection::fail_writes() {
+  if (has_current_ && !writing_) {
+    write_handler done = release_current();
+    if (done) done(asio::error::operation_aborted);
+  }
+  if (!has_write()) {
+    writes_.clear();
+    write_at_ = 0;
+    return;
+  }
+  auto writes = std::move(writes_);
+  std::size_t at = write_at_;
   writes_.clear();
-  for (auto& w : writes)
-    if (w.done) w.done(asio::error::operation_aborted);
+  write_at_ = 0;
+  for (std::size_t i = at; i < writes.size(); ++i)
+    if (writes[i].done) writes[i].done(asio::error::operation_aborted);
 }
 
 void connection::next_write() {
-  if (writes_.empty() || writing_ || closed()) return;
-  writing_ = true;
+  if (!has_write() || writing_ || closed()) return;
+  current_ = std::move(front_write());
+  pop_write();
+  start_write();
+}
+
+void connection::start_write() {
+  has_current_ = writing_ = true;
   deadline_ = clock::now() + opts_.io_timeout;
-  auto& w = writes_.front();
-  if (w.file_fd >= 0)
-    write_file(w);
+  if (current_.file_fd >= 0)
+    write_file(current_);
   else
-    write_part(w);
+    write_part(current_);
+}
+
+write_handler connection::release_current() {
+  has_current_ = false;
+  write_handler done = std::move(current_.done);
+  current_.done = nullptr;
+  // What the part owns goes now, not when the next write replaces it.
+  current_.part.head.reset();
+  current_.part.body = std::string();
+  current_.part.body_ref = {};
+  current_.file_fd = -1;
+  return done;
 }
 
 void connection::write_part(pending_write& w) {
+  if (!frame_part(w)) return;
+  std::array<asio::const_buffer, 3> bufs{asio::buffer(writer_.head().data(), writer_.head().size()),
+                                         asio::buffer(writer_.body().data(), writer_.body().size()),
+                                         asio::buffer(writer_.tail().data(), writer_.tail().size())};
+  // Most responses fit in the socket's send buffer: written here at once
+  // (the socket is non-blocking), with no operation for the reactor and no
+  // completion to schedule. Nested calls (a queue of writes, each finishing
+  // at once) go the asynchronous way, so the stack stays shallow.
+  if (sync_depth_ < 4) {
+    std::array<iovec, 3> iov{};
+    std::size_t total = 0, count = 0;
+    for (const auto& b : bufs)
+      if (b.size() > 0) {
+        iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
+        total += b.size();
+      }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    ssize_t n;
+    do n = ::sendmsg(socket().native_handle(), &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return on_written(error_code(errno, boost::system::system_category()));
+    std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+    if (sent == total) {
+      ++sync_depth_;
+      on_written({});
+      --sync_depth_;
+      return;
+    }
+    for (auto& b : bufs) {  // the rest goes out asynchronously
+      std::size_t k = std::min(sent, b.size());
+      b += k;
+      sent -= k;
+    }
+  }
+  asio::async_write(socket(), bufs, [self = self()](error_code ec, std::size_t) { self->on_written(ec); });
+}
+
+bool connection::frame_part(pending_write& w) {
   log::scoped_trace trace(trace_id_);
   // A body the app has not read (yet) makes the connection unusable after
   // this response unless the app reads it all: announce the close now.
@@ -336,18 +434,17 @@ void connection::write_part(pending_write& w) {
       writing_ = false;
       if (!writer_.head_sent()) {
         // Body bytes before any head: answer 500 in its place.
-        writes_.pop_front();
-        if (w.done) w.done(asio::error::operation_aborted);
-        fail_writes(std::move(writes_));
-        writes_.push_back(pending_write{response_writer::stock_reply(500), nullptr});
-        return next_write();
+        write_handler done = release_current();
+        if (done) done(asio::error::operation_aborted);
+        fail_writes();
+        push_write(response_writer::stock_reply(500), nullptr);
+        next_write();
+        return false;
       }
-      return close();
+      close();
+      return false;
   }
-  std::array<asio::const_buffer, 3> bufs{asio::buffer(writer_.head().data(), writer_.head().size()),
-                                         asio::buffer(writer_.body().data(), writer_.body().size()),
-                                         asio::buffer(writer_.tail().data(), writer_.tail().size())};
-  asio::async_write(socket(), bufs, [self = self()](error_code ec, std::size_t) { self->on_written(ec); });
+  return true;
 }
 
 void connection::write_file(pending_write& w) {
@@ -377,24 +474,23 @@ void connection::wait_file_writable() {
   deadline_ = clock::now() + opts_.io_timeout;
   socket().async_wait(asio::socket_base::wait_write, [self = self()](error_code ec) {
     if (ec || self->closed()) return self->on_written(ec ? ec : asio::error::operation_aborted);
-    self->write_file(self->writes_.front());
+    self->write_file(self->current_);
   });
 }
 
 void connection::on_written(error_code ec) {
   writing_ = false;
-  if (writes_.empty()) return;  // close() already failed everything
-  pending_write w = std::move(writes_.front());
-  writes_.pop_front();
+  if (!has_current_) return;  // close() already failed everything
+  write_handler done = release_current();
   if (phase_ == phase::app) deadline_ = clock::time_point::max();
   if (ec || closed()) {
     close();
-    if (w.done) w.done(ec ? ec : error_code(asio::error::operation_aborted));
-    fail_writes(std::move(writes_));
+    if (done) done(ec ? ec : error_code(asio::error::operation_aborted));
+    fail_writes();
     return;
   }
   bool last = writer_.finished();
-  if (w.done) w.done({});
+  if (done) done({});
   if (last)
     finish_request();
   else
@@ -457,7 +553,7 @@ void connection::linger_close() {
 }
 
 void connection::on_close() {
-  if (!writing_) fail_writes(std::move(writes_));
+  if (!writing_) fail_writes();
 }
 
 }  // namespace baseplate::http

@@ -11,8 +11,9 @@
 
 #include <boost/beast/core/flat_buffer.hpp>
 
-#include <deque>
+#include <array>
 #include <memory>
+#include <vector>
 #include <string>
 
 namespace baseplate::http {
@@ -61,23 +62,40 @@ class connection final : public stream_connection {
   void app_read(std::uint64_t id, std::size_t max, read_handler h);
 
   // Response (I/O thread only).
-  void app_write(std::uint64_t id, pending_write w);
+  void app_write(std::uint64_t id, pending_write&& w);
   void app_abort(std::uint64_t id, const char* why);
   void next_write();
   void write_part(pending_write& w);
+  /// Frames w's part into writer_; false when there is nothing to send
+  /// (the part was refused and handled).
+  bool frame_part(pending_write& w);
   void write_file(pending_write& w);
   void wait_file_writable();
   void on_written(boost::system::error_code ec);
   void finish_request();
   void write_access_log();
   void linger_close();
-  void fail_writes(std::deque<pending_write> writes);
+  void fail_writes();
+  void start_write();
+  /// Ends the write in current_; returns its handler.
+  write_handler release_current();
+  /// Storage for the next request head: a slot no exchange holds any more.
+  request* free_slot();
 
   handler& app_;
   request_reader reader_;
   response_writer writer_;
   phase phase_ = phase::idle;
   boost::beast::flat_buffer buffer_;
+
+  /// Request heads, reused across keep-alive requests: the reader parses
+  /// straight into a slot that no exchange holds any more, so its strings
+  /// keep their capacity and the connection's addresses are set once. An
+  /// exchange shares its slot, keeping the head fixed while the app holds
+  /// it; two slots let the next request be read while an app still holds
+  /// the last one.
+  std::array<std::shared_ptr<request>, 2> slots_;
+  std::size_t slot_ = 0;  ///< the slot of the current request
 
   // The current request.
   std::uint64_t request_id_ = 0;  ///< exchanges of past requests are ignored
@@ -92,9 +110,28 @@ class connection final : public stream_connection {
   clock::time_point started_;   ///< when the current request was dispatched (access log)
   std::string access_line_;     ///< method and target of the current request (access log)
 
-  // The current response.
-  std::deque<pending_write> writes_;
+  // The current response. current_ is the write on the wire (its body
+  // bytes are referred to, so it never moves while written); writes_ from
+  // write_at_ on wait behind it, in a vector that keeps its capacity (no
+  // heap node per write).
+  pending_write current_;
+  bool has_current_ = false;
+  std::vector<pending_write> writes_;
+  std::size_t write_at_ = 0;
   bool writing_ = false;
+  int sync_depth_ = 0;  ///< on_written calls nested in write_part
+  bool has_write() const { return write_at_ < writes_.size(); }
+  pending_write& front_write() { return writes_[write_at_]; }
+  void pop_write() {
+    if (++write_at_ == writes_.size()) {
+      writes_.clear();
+      write_at_ = 0;
+    }
+  }
+  template <class... A>
+  void push_write(A&&... a) {
+    writes_.push_back(pending_write{std::forward<A>(a)...});
+  }
 };
 
 }  // namespace baseplate::http

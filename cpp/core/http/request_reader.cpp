@@ -7,6 +7,7 @@
 #include <boost/beast/http/field.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 #include <limits>
@@ -25,6 +26,15 @@ std::string_view text(const beast::flat_buffer& in) {
   return {static_cast<const char*>(in.data().data()), in.size()};
 }
 
+/// Bytes a Host value may not hold: controls, space, DEL, and the
+/// delimiters that would change what the authority means.
+constexpr std::array<bool, 256> bad_host_char = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c <= 0x20; ++c) t[c] = true;
+  for (unsigned char c : {'\x7f', '/', '@', '\\', '?', '#'}) t[c] = true;
+  return t;
+}();
+
 /// True when `data` (unconsumed chunk metadata) starts with the last chunk:
 /// an optional CRLF (the end of the previous chunk's data), then "0"s.
 bool starts_last_chunk(std::string_view data) {
@@ -37,13 +47,24 @@ bool starts_last_chunk(std::string_view data) {
 
 request_reader::request_reader(const server_options& opts) : opts_(opts) { reset(); }
 
-void request_reader::reset() {
+void request_reader::reset(request* into) {
   parser_.emplace(*this);
   parser_->header_limit(opts_.max_header_size);
   // "No limit" is the largest limit: Beast 1.74 compares a Content-Length
   // against an empty optional as if it were smaller than any value.
   parser_->body_limit(opts_.max_body_size ? opts_.max_body_size : std::numeric_limits<std::uint64_t>::max());
-  head_ = request{};
+  // Cleared, not replaced: the strings keep their capacity for the next
+  // head. Addresses are the connection's, set once.
+  head_ = into ? into : &own_;
+  auto& h = *head_;
+  h.method.clear();
+  h.target.clear();
+  h.version = 11;
+  h.content_length.reset();
+  h.chunked = h.expect_continue = false;
+  h.trace_id.clear();
+  h.span_id.clear();
+  fields_ = 0;
   trailers_.clear();
   header_bytes_ = ext_bytes_ = trailer_bytes_ = 0;
   head_done_ = in_trailers_ = in_metadata_ = expect_continue_ = false;
@@ -140,7 +161,7 @@ request_reader::result request_reader::read_head(beast::flat_buffer& in) {
 
 void request_reader::grammar::on_request_impl(bhttp::verb, std::string_view method, std::string_view target,
                                               int version, error_code& ec) {
-  auto& h = r_.head_;
+  auto& h = *r_.head_;
   h.headers.reserve(8);  // one allocation for a typical head, no moves as it grows
   h.method.assign(method.data(), method.size());
   h.target.assign(target.data(), target.size());
@@ -165,14 +186,22 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
     r_.trailers_.emplace_back(std::string(name_string), std::string(value));
     return;
   }
-  auto& headers = r_.head_.headers;
-  if (o.max_header_count && headers.size() >= o.max_header_count) {
+  auto& headers = r_.head_->headers;
+  std::size_t at = r_.fields_;
+  if (o.max_header_count && at >= o.max_header_count) {
     r_.reject(431, "too many header fields");
     ec = rejected;
     return;
   }
-  std::size_t at = headers.size();
-  headers.emplace_back(std::string(name_string), std::string(value));
+  // Into the previous head's strings where there are some (no allocation
+  // for a field no longer than the one it replaces).
+  if (at < headers.size()) {
+    headers[at].first.assign(name_string.data(), name_string.size());
+    headers[at].second.assign(value.data(), value.size());
+  } else {
+    headers.emplace_back(std::string(name_string), std::string(value));
+  }
+  ++r_.fields_;
   switch (name) {
     case bhttp::field::host:
       ++r_.hosts_;
@@ -191,9 +220,9 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
     case bhttp::field::unknown:
       // None of the trace headers is a field Beast knows.
       if (beast::iequals(name_string, "x-trace"))
-        r_.head_.trace_id.assign(value.data(), value.size());
+        r_.head_->trace_id.assign(value.data(), value.size());
       else if (beast::iequals(name_string, "x-span"))
-        r_.head_.span_id.assign(value.data(), value.size());
+        r_.head_->span_id.assign(value.data(), value.size());
       else if (beast::iequals(name_string, "traceparent"))
         r_.traceparent_.assign(value.data(), value.size());
       break;
@@ -203,14 +232,17 @@ void request_reader::grammar::on_field_impl(bhttp::field name, std::string_view 
 }
 
 request_reader::result request_reader::check_head() {
-  auto& h = head_;
+  auto& h = *head_;
+  // Fields left over from a longer previous head go (rarely: keep-alive
+  // clients send the same fields each time).
+  if (h.headers.size() > fields_) h.headers.erase(h.headers.begin() + static_cast<std::ptrdiff_t>(fields_), h.headers.end());
   const auto& headers = h.headers;
   // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, a valid authority.
   if (hosts_ > 1 || (hosts_ == 0 && h.version == 11)) return reject(400, "missing or repeated Host header");
   if (hosts_ == 1) {
-    for (unsigned char c : headers[host_at_].second)
-      if (c <= 0x20 || c == 0x7f || c == '/' || c == '@' || c == '\\' || c == '?' || c == '#')
-        return reject(400, "invalid Host header");
+    bool bad = false;
+    for (unsigned char c : headers[host_at_].second) bad |= bad_host_char[c];  // no branch per byte
+    if (bad) return reject(400, "invalid Host header");
   }
   // Section 3.2: origin-form, absolute-form with a host, or "*" for OPTIONS.
   std::string_view target = h.target;
@@ -235,10 +267,12 @@ request_reader::result request_reader::check_head() {
     if (!beast::iequals(headers[expect_at_].second, "100-continue")) return reject(417, "unsupported Expect");
     expect_continue_ = h.version == 11;
   }
-  {
+  if (!traceparent_.empty()) {
     trace_context tc = resolve_trace(h.trace_id, h.span_id, traceparent_);
     h.trace_id = std::move(tc.trace_id);
     h.span_id = std::move(tc.span_id);
+  } else if (h.trace_id.empty()) {
+    h.span_id.clear();  // as resolve_trace: a span without a trace is none
   }
   auto length = parser_->content_length();
   h.content_length = length ? std::optional<std::uint64_t>(*length) : std::nullopt;

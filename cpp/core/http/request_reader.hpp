@@ -50,8 +50,12 @@ class request_reader {
   request_reader(const request_reader&) = delete;
   request_reader& operator=(const request_reader&) = delete;
 
-  /// Starts the next message on the same connection.
-  void reset();
+  /// Starts the next message on the same connection. The head is parsed
+  /// into `into` when given (the connection's per-request storage, reused
+  /// across keep-alive requests: its strings keep their capacity, and its
+  /// addresses, set once per connection, are left alone), else into the
+  /// reader's own.
+  void reset(request* into = nullptr);
 
   /// Parses the head from `in` (consuming what it used). Returns need_more,
   /// head or reject.
@@ -62,9 +66,8 @@ class request_reader {
   /// need_more, done (the message ended, n may be > 0) or reject.
   result read_body(boost::beast::flat_buffer& in, char* out, std::size_t cap, std::size_t& n);
 
-  /// The request head; valid after read_head() returned head. The caller
-  /// may move it out.
-  request& head() { return head_; }
+  /// The request head; valid after read_head() returned head.
+  request& head() { return *head_; }
   /// Trailer fields of a chunked body, in arrival order; never merged into
   /// the head (RFC 9110 section 6.5.1).
   const std::vector<std::pair<std::string, std::string>>& trailers() const { return trailers_; }
@@ -116,7 +119,9 @@ class request_reader {
 
   const server_options& opts_;
   std::optional<grammar> parser_;
-  request head_;
+  request own_;             ///< the head's storage when reset() was given none
+  request* head_ = &own_;
+  std::size_t fields_ = 0;  ///< header fields of this head so far (head_->headers may hold more, reused)
   std::vector<std::pair<std::string, std::string>> trailers_;
   std::size_t header_bytes_ = 0;  ///< bytes of the header section consumed so far
   std::size_t ext_bytes_ = 0;     ///< chunk-extension bytes of this message

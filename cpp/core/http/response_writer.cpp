@@ -4,6 +4,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <ctime>
 
 namespace baseplate::http {
@@ -106,7 +107,8 @@ void response_writer::begin(unsigned version, bool head_request, bool keep_alive
 
 response_part response_writer::stock_reply(unsigned status) {
   response_part part;
-  part.head = response_head{status, std::nullopt, {{"Content-Type", "text/plain"}, {"Connection", "close"}}};
+  // Constant fields: nothing to check (fields_checked).
+  part.head = response_head{status, std::nullopt, {{"Content-Type", "text/plain"}, {"Connection", "close"}}, true};
   part.body = std::string(reason_phrase(status)) + "\n";
   part.last = true;
   return part;
@@ -178,7 +180,7 @@ response_writer::outcome response_writer::frame_head(const response_head& head, 
                                                      bool close_after) {
   // Check everything before writing anything.
   std::optional<std::uint64_t> length;
-  bool app_close = false, app_date = false;
+  bool app_close = false, app_date = false, app_dropped = false;
   std::optional<std::string> error;
   const bool check = !head.fields_checked;
   if (head.status < 200 || head.status > 999)
@@ -202,8 +204,11 @@ response_writer::outcome response_writer::frame_head(const response_head& head, 
         length = n;
     } else if (iequals_lower(name, "connection")) {
       app_close = app_close || lists_close(value);
+      app_dropped = true;
     } else if (iequals_lower(name, "date")) {
       app_date = true;
+    } else if (iequals_lower(name, "transfer-encoding")) {
+      app_dropped = true;
     }
   }
   if (error) {
@@ -256,36 +261,60 @@ response_writer::outcome response_writer::frame_head(const response_head& head, 
   }
   bool drop_length = status < 200 || status == 204;  // RFC 9110 section 8.6
 
-  head_.append(version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  char code[4] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
-                  static_cast<char>('0' + status % 10), ' '};
-  head_.append(code, 4);
-  head_.append(head.reason ? std::string_view(*head.reason) : reason_phrase(status));
-  head_.append("\r\n");
+  // Formatted in one pass into a buffer sized for it (head_ keeps its
+  // capacity across responses): no append per piece.
+  std::string_view reason = head.reason ? std::string_view(*head.reason) : reason_phrase(status);
+  // Fields the server frames itself are dropped; the names are compared
+  // again only when the check above found one.
+  const bool filter = app_dropped || (drop_length && length);
+  auto dropped = [&](const std::string& name) {
+    return filter && (iequals_lower(name, "transfer-encoding") || iequals_lower(name, "connection") ||
+                      (drop_length && iequals_lower(name, "content-length")));
+  };
+  std::size_t size = 9 + 4 + reason.size() + 2 + 2;  // status line, final CRLF
+  for (const auto& [name, value] : head.headers) size += name.size() + value.size() + 4;
+  constexpr std::string_view cl = "Content-Length: ", te = "Transfer-Encoding: chunked\r\n", date = "Date: ",
+                             conn_close = "Connection: close\r\n", keep = "Connection: keep-alive\r\n";
+  size += cl.size() + 20 + 2 + te.size() + date.size() + 29 + 2 + keep.size();
+  head_.resize(size);
+  char* const start = head_.data();
+  char* p = start;
+  auto put = [&p](std::string_view v) {
+    if (v.empty()) return;  // data() may be null (an empty reason phrase)
+    std::memcpy(p, v.data(), v.size());
+    p += v.size();
+  };
+  put(version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  *p++ = static_cast<char>('0' + status / 100 % 10);
+  *p++ = static_cast<char>('0' + status / 10 % 10);
+  *p++ = static_cast<char>('0' + status % 10);
+  *p++ = ' ';
+  put(reason);
+  put("\r\n");
   for (const auto& [name, value] : head.headers) {
-    if (iequals_lower(name, "transfer-encoding") || iequals_lower(name, "connection")) continue;
-    if (drop_length && iequals_lower(name, "content-length")) continue;
-    head_.append(name);
-    head_.append(": ");
-    head_.append(value);
-    head_.append("\r\n");
+    if (dropped(name)) continue;
+    put(name);
+    put(": ");
+    put(value);
+    put("\r\n");
   }
   if (add_length) {
-    head_.append("Content-Length: ");
-    append_number(head_, *add_length);
-    head_.append("\r\n");
+    put(cl);
+    p = std::to_chars(p, p + 20, *add_length).ptr;
+    put("\r\n");
   }
-  if (add_chunked) head_.append("Transfer-Encoding: chunked\r\n");
+  if (add_chunked) put(te);
   if (!app_date) {
-    head_.append("Date: ");
-    head_.append(http_date());
-    head_.append("\r\n");
+    put(date);
+    put(http_date());
+    put("\r\n");
   }
   if (!keep_alive_)
-    head_.append("Connection: close\r\n");
+    put(conn_close);
   else if (version_ == 10)
-    head_.append("Connection: keep-alive\r\n");
-  head_.append("\r\n");
+    put(keep);
+  put("\r\n");
+  head_.resize(static_cast<std::size_t>(p - start));
   head_sent_ = true;
   return outcome::ok;
 }
