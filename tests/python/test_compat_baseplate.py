@@ -317,6 +317,24 @@ def test_baseplate_healthcheck(compat_venv: Venv, services: Dict[str, Server]) -
         assert done.stdout.strip() == "OK!", (kind, done.stdout, done.stderr)
 
 
+def test_blocked_hub_is_reported(compat_venv: Venv, collector: Collector, services: Dict[str, Server]) -> None:
+    # baseplate.py's option in [server:main]: its runtime monitor would watch
+    # the hub from inside; the core's monitor watches it from a thread.
+    ini = PYRAMID_INI.format(drain="0", thrift_port=services["thrift"].port).replace(
+        "drain_time = 0", "drain_time = 0\nmonitoring.blocked_hub = 200 milliseconds"
+    )
+    server = start(compat_venv, collector, "blocked.ini", ini)
+    try:
+        assert json.loads(get(server.port, "/spin?seconds=1.5")) == {"spun": True}
+        record = wait_for(
+            lambda: next((r for r in json_records(server) if r["level"] == "WARNING" and "spin_the_hub" in r["message"]), None),
+            "blocked-hub WARNING naming the spinning view",
+        )
+        assert "hub" in record["message"].lower(), record
+    finally:
+        server.kill()
+
+
 def test_server_state_during_the_drain(
     compat_venv: Venv, collector: Collector, services: Dict[str, Server]
 ) -> None:

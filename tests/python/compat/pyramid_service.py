@@ -1,6 +1,7 @@
 """A baseplate.py 2.7 Pyramid service (BaseplateConfigurator) that calls the
 Thrift service through baseplate.clients.thrift.ThriftClient."""
 import logging
+import time
 
 from baseplate import Baseplate
 from baseplate.clients.thrift import ThriftClient
@@ -28,6 +29,15 @@ def health(request):
     return {"healthy": True}
 
 
+def spin_the_hub(request):
+    """Holds the gevent hub: a CPU loop that never yields."""
+    end = time.monotonic() + float(request.params.get("seconds", "1.5"))
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return {"spun": n > 0}
+
+
 def make_wsgi_app(app_config):
     cfg = config.parse_config(app_config, {"greeting": config.String})
     assert cfg.greeting == "hello"
@@ -38,7 +48,7 @@ def make_wsgi_app(app_config):
     configurator.include(
         BaseplateConfigurator(baseplate, header_trust_handler=StaticTrustHandler(trust_headers=True)).includeme
     )
-    for name, view in (("call", call), ("state", state), ("health", health)):
+    for name, view in (("call", call), ("state", state), ("health", health), ("spin", spin_the_hub)):
         configurator.add_route(name, f"/{name}")
         configurator.add_view(view, route_name=name, renderer="json")
     return configurator.make_wsgi_app()
