@@ -490,60 +490,78 @@ def einhorn_env(listener: socket.socket, sock_path: Path, **extra: str) -> Dict[
     return env
 
 
-def test_einhorn_workers_share_the_inherited_listener(spawn, tmp_path):
+class FakeEinhorn:
+    """What an Einhorn master gives its workers: a shared TCP listener (non-
+    blocking, as Einhorn hands it over) and the control socket they ACK on."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.sock_path = tmp_path / "einhorn.sock"
+        self.control.bind(str(self.sock_path))
+        self.control.listen(8)
+        self.control.settimeout(START_TIMEOUT)
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        return einhorn_env(self.listener, self.sock_path, **extra)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.control.close()
+
+
+@pytest.fixture
+def fake_einhorn(tmp_path: Path) -> Iterator[FakeEinhorn]:
+    master = FakeEinhorn(tmp_path)
+    yield master
+    master.close()
+
+
+def test_einhorn_workers_share_the_inherited_listener(spawn, tmp_path, fake_einhorn):
     write_app(tmp_path)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        listener.setblocking(False)  # as Einhorn hands it over
-        port = listener.getsockname()[1]
-        sock_path = tmp_path / "einhorn.sock"
-        control.bind(str(sock_path))
-        control.listen(8)
-        control.settimeout(START_TIMEOUT)
-        ignored_port = free_port()
-        argv = [*server_command(), "--bind", f"127.0.0.1:{ignored_port}", "app.ini"]
-        workers = [
-            spawn(argv, einhorn_env(listener, sock_path), pass_fds=(listener.fileno(),)) for _ in range(2)
-        ]
-        pids = {w.proc.pid for w in workers}
+    listener, control, port = fake_einhorn.listener, fake_einhorn.control, fake_einhorn.port
+    ignored_port = free_port()
+    argv = [*server_command(), "--bind", f"127.0.0.1:{ignored_port}", "app.ini"]
+    workers = [
+        spawn(argv, fake_einhorn.env(), pass_fds=(listener.fileno(),)) for _ in range(2)
+    ]
+    pids = {w.proc.pid for w in workers}
 
-        acks = [read_ack(control) for _ in range(2)]
-        assert {a["pid"] for a in acks} == pids, acks
-        assert all(a == {"command": "worker:ack", "pid": a["pid"]} for a in acks), acks
-        for w in workers:
-            w.wait_for_output(rf"Listening on 127\.0\.0\.1:{port}\b")
-            assert f":{ignored_port}" not in w.stdout
+    acks = [read_ack(control) for _ in range(2)]
+    assert {a["pid"] for a in acks} == pids, acks
+    assert all(a == {"command": "worker:ack", "pid": a["pid"]} for a in acks), acks
+    for w in workers:
+        w.wait_for_output(rf"Listening on 127\.0\.0\.1:{port}\b")
+        assert f":{ignored_port}" not in w.stdout
 
-        # Requests through the shared listener; --bind was not used.
-        for i in range(10):
-            status, _headers, body = get(port, f"/both{i}")
-            assert status == 200 and served_pid(body) in pids, body
-        assert connect_refused(ignored_port, within=0)
-        assert is_non_blocking(listener), "a worker made the shared listener blocking"
+    # Requests through the shared listener; --bind was not used.
+    for i in range(10):
+        status, _headers, body = get(port, f"/both{i}")
+        assert status == 200 and served_pid(body) in pids, body
+    assert connect_refused(ignored_port, within=0)
+    assert is_non_blocking(listener), "a worker made the shared listener blocking"
 
-        # SIGUSR2 stops one worker; the other still accepts on the listener.
-        first, second = workers
-        first.send(signal.SIGUSR2)
-        assert first.wait(30) == 0, first.stdout + first.stderr
-        for i in range(20):
-            status, _headers, body = get(port, f"/second{i}", timeout=15)
-            assert status == 200 and served_pid(body) == second.proc.pid, body
-        assert is_non_blocking(listener), "a worker made the shared listener blocking"
-        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    # SIGUSR2 stops one worker; the other still accepts on the listener.
+    first, second = workers
+    first.send(signal.SIGUSR2)
+    assert first.wait(30) == 0, first.stdout + first.stderr
+    for i in range(20):
+        status, _headers, body = get(port, f"/second{i}", timeout=15)
+        assert status == 200 and served_pid(body) == second.proc.pid, body
+    assert is_non_blocking(listener), "a worker made the shared listener blocking"
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
 
-        second.send(signal.SIGUSR2)
-        assert second.wait(30) == 0, second.stdout + second.stderr
-        for w in workers:
-            assert w.stderr == "", w.stderr
-            assert "Traceback" not in w.stdout
-        # The master's listener outlives its workers.
-        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
-    finally:
-        listener.close()
-        control.close()
+    second.send(signal.SIGUSR2)
+    assert second.wait(30) == 0, second.stdout + second.stderr
+    for w in workers:
+        assert w.stderr == "", w.stderr
+        assert "Traceback" not in w.stdout
+    # The master's listener outlives its workers.
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
 
 
 def test_einhorn_unix_listener_with_its_family(spawn, tmp_path):

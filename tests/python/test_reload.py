@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import START_TIMEOUT, free_port, server_command
-from test_operations import (  # noqa: F401  (spawn is a fixture)
+from test_operations import (  # noqa: F401  (spawn and fake_einhorn are fixtures)
     RELOAD_BOUND,
     connect_refused,
-    einhorn_env,
+    fake_einhorn,
     get,
     is_non_blocking,
     launch_socket_activated,
@@ -132,54 +132,41 @@ def test_quick_same_size_edits_each_take_effect_with_bytecode_writing_on(run_ser
     assert server.stop() == 0, server.stderr
 
 
-def test_reload_under_einhorn_keeps_serving_the_inherited_listener(spawn, tmp_path):
+def test_reload_under_einhorn_keeps_serving_the_inherited_listener(spawn, tmp_path, fake_einhorn):
     write_version(tmp_path, 1)
     (tmp_path / "app.ini").write_text(INI)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener, control, port = fake_einhorn.listener, fake_einhorn.control, fake_einhorn.port
+    ignored_port = free_port()
+    worker = spawn(
+        [*server_command(), "--reload", "--bind", f"127.0.0.1:{ignored_port}", "app.ini"],
+        fake_einhorn.env(),
+        pass_fds=(listener.fileno(),),
+    )
+    assert read_ack(control) == {"command": "worker:ack", "pid": worker.proc.pid}
+    assert get(port)[2] == b"v1"
+
+    for n in (2, 3):
+        write_version(tmp_path, n)
+        assert poll_body(port, b"v%d" % n, RELOAD_BOUND) is None, worker.stdout + worker.stderr
+    worker.wait_for_output(r"(?s)(Listening on 127\.0\.0\.1:%d\b.*){3}" % port, 10)
+    assert worker.proc.poll() is None
+    assert "is not a socket" not in worker.stderr + worker.stdout
+    assert connect_refused(ignored_port, within=0)
+    # The re-executed worker (same pid) does not ACK again.
+    control.settimeout(1)
     try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        listener.setblocking(False)  # as Einhorn hands it over
-        port = listener.getsockname()[1]
-        sock_path = tmp_path / "einhorn.sock"
-        control.bind(str(sock_path))
-        control.listen(8)
-        control.settimeout(START_TIMEOUT)
-        ignored_port = free_port()
-        worker = spawn(
-            [*server_command(), "--reload", "--bind", f"127.0.0.1:{ignored_port}", "app.ini"],
-            einhorn_env(listener, sock_path),
-            pass_fds=(listener.fileno(),),
-        )
-        assert read_ack(control) == {"command": "worker:ack", "pid": worker.proc.pid}
-        assert get(port)[2] == b"v1"
+        conn, _ = control.accept()
+        conn.close()
+        raise AssertionError("a second ACK after the reload")
+    except socket.timeout:
+        pass
+    assert is_non_blocking(listener), "the worker made the shared listener blocking"
 
-        for n in (2, 3):
-            write_version(tmp_path, n)
-            assert poll_body(port, b"v%d" % n, RELOAD_BOUND) is None, worker.stdout + worker.stderr
-        worker.wait_for_output(r"(?s)(Listening on 127\.0\.0\.1:%d\b.*){3}" % port, 10)
-        assert worker.proc.poll() is None
-        assert "is not a socket" not in worker.stderr + worker.stdout
-        assert connect_refused(ignored_port, within=0)
-        # The re-executed worker (same pid) does not ACK again.
-        control.settimeout(1)
-        try:
-            conn, _ = control.accept()
-            conn.close()
-            raise AssertionError("a second ACK after the reload")
-        except socket.timeout:
-            pass
-        assert is_non_blocking(listener), "the worker made the shared listener blocking"
-
-        worker.send(signal.SIGUSR2)
-        assert worker.wait(30) == 0, worker.stdout + worker.stderr
-        assert worker.stderr == "", worker.stderr
-        # The master's listener outlives its worker.
-        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
-    finally:
-        listener.close()
-        control.close()
+    worker.send(signal.SIGUSR2)
+    assert worker.wait(30) == 0, worker.stdout + worker.stderr
+    assert worker.stderr == "", worker.stderr
+    # The master's listener outlives its worker.
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
 
 
 def test_reload_under_systemd_socket_activation_keeps_the_activated_port(spawn, tmp_path):
