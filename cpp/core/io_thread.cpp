@@ -1,6 +1,7 @@
 #include "io_thread.hpp"
 
 #include "log.hpp"
+#include "reactor_descriptor.hpp"
 
 #include <boost/asio/post.hpp>
 
@@ -26,8 +27,14 @@ void io_thread::at_end_of_round(std::function<void()> f) {
   end_of_round_.push_back(std::move(f));
 }
 
-io_thread::io_thread(std::function<void()> on_closed)
-    : guard_(boost::asio::make_work_guard(ctx_)), sweep_timer_(ctx_), on_closed_(std::move(on_closed)) {}
+io_thread::io_thread(std::function<void()> on_closed, bool run_inline)
+    : guard_(boost::asio::make_work_guard(ctx_)),
+      sweep_timer_(ctx_),
+      on_closed_(std::move(on_closed)),
+      inline_(run_inline) {
+  // The timer above made the reactor: its descriptor exists now.
+  if (inline_) reactor_fd_ = reactor_descriptor(ctx_);
+}
 
 io_thread::~io_thread() {
   stop();
@@ -36,6 +43,7 @@ io_thread::~io_thread() {
 
 void io_thread::start() {
   sweep();
+  if (inline_) return;
   thread_ = std::thread([this] {
     current_thread = this;
     for (;;) {
@@ -50,7 +58,30 @@ void io_thread::start() {
   });
 }
 
+std::size_t io_thread::poll() {
+  if (stopped_) return 0;
+  io_thread* outer = current_thread;
+  current_thread = this;
+  std::size_t n = 0;
+  try {
+    n = ctx_.poll();
+  } catch (const std::exception& e) {
+    // As on a thread of its own: a handler that throws costs its own work only.
+    log::write(log::level::error, "baseplate_serve.core", std::string("I/O handler failed: ") + e.what());
+    n = 1;
+  }
+  current_thread = outer;
+  return n;
+}
+
 void io_thread::stop() {
+  if (inline_) {
+    if (stopped_) return;
+    stopped_ = true;
+    guard_.reset();
+    ctx_.stop();
+    return;
+  }
   if (!thread_.joinable()) return;
   guard_.reset();
   ctx_.stop();

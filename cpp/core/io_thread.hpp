@@ -1,6 +1,10 @@
 #pragma once
 /// One I/O thread: an io_context run by one std::thread, the connections
 /// it owns, and a once-a-second sweep that enforces their deadlines.
+///
+/// Or, inline (io_threads = 0), the same without a thread of its own: the
+/// host's thread runs the loop with poll() whenever reactor_fd() is
+/// readable (the gevent hub does, see python/inline_dispatcher).
 #include "connection_base.hpp"
 #include "stream_connection.hpp"
 
@@ -18,7 +22,8 @@ namespace baseplate {
 class io_thread {
  public:
   /// `on_closed` runs (on this thread) each time a connection deregisters.
-  explicit io_thread(std::function<void()> on_closed);
+  /// `run_inline`: no thread; the host calls poll().
+  explicit io_thread(std::function<void()> on_closed, bool run_inline = false);
   io_thread(const io_thread&) = delete;
   io_thread& operator=(const io_thread&) = delete;
   ~io_thread();
@@ -27,10 +32,18 @@ class io_thread {
   /// The door app threads post through; it closes when this thread is destroyed.
   const std::shared_ptr<post_gate>& gate() const { return gate_; }
 
-  /// Starts the thread. The io_context runs until stop().
+  /// Starts the thread (inline: only the sweep). The io_context runs until stop().
   void start();
   /// Stops the io_context and joins the thread.
   void stop();
+
+  /// Inline: whether the host's thread runs this loop.
+  bool is_inline() const { return inline_; }
+  /// Inline: readable while the loop has work (see reactor_descriptor.hpp).
+  int reactor_fd() const { return reactor_fd_; }
+  /// Inline, on the host's thread: runs the handlers that are ready, without
+  /// blocking; returns how many ran. Handlers see this as current().
+  std::size_t poll();
 
   /// Tracks a connection until it calls remove(); only on this thread.
   void add(std::shared_ptr<connection_base> c);
@@ -55,6 +68,9 @@ class io_thread {
   std::function<void()> on_closed_;
   std::vector<std::function<void()>> end_of_round_;  ///< pending at_end_of_round work
   std::shared_ptr<post_gate> gate_ = std::make_shared<post_gate>(ctx_);
+  const bool inline_;
+  int reactor_fd_ = -1;  ///< inline: owned by ctx_
+  bool stopped_ = false;
   std::thread thread_;
 };
 

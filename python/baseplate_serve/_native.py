@@ -48,6 +48,17 @@ class NativeServer:
         native: Optional[Tuple[str, str, Dict[str, str], str]] = None,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
+        if options["io_threads"] == 0 and (native or dispatch != "gevent"):
+            # Inline I/O needs the gevent hub to run the loop: a native app
+            # has no Python thread, and threads dispatch keeps its I/O
+            # thread (a worker blocked in the app would stall every
+            # connection; see docs/architecture.md). Not an error: one INI
+            # may serve either way.
+            logger.info(
+                "io_threads = 0 (inline I/O) needs gevent dispatch and a Python app; %s uses 1 I/O thread",
+                "this native app" if native else "threads dispatch",
+            )
+            options["io_threads"] = 1
         self._python_threads: int = 0 if native else options["python_threads"]
         self._drain_time: float = options["drain_time_ms"] / 1000.0
         self._stop_timeout: float = options["stop_timeout_ms"] / 1000.0
@@ -100,7 +111,13 @@ class NativeServer:
         # stop is bounded even while a request keeps the main thread.
         self._core.arm_deadline_on_stop(seconds, deadline_line(seconds))
         self._core.start()
-        loop = _GeventLoop(self) if self._dispatch == "gevent" else _ThreadsLoop(self)
+        loop: Any
+        if self._dispatch != "gevent":
+            loop = _ThreadsLoop(self)
+        elif self._core.dispatcher is not None and self._core.dispatcher.name == "inline":
+            loop = _InlineLoop(self)
+        else:
+            loop = _GeventLoop(self)
         hung = loop.serve(on_ready)
         _ignore_stop_signals()  # the core has handed the signals back
         _stop, _dump, records = self._core.events(0)
@@ -115,7 +132,10 @@ class NativeServer:
     # -- shared by the loops
 
     def _ready(self, on_ready: Optional[Callable[[], None]]) -> None:
-        if self._python_threads or self._dispatch == "gevent":
+        dispatcher = self._core.dispatcher
+        if dispatcher is not None and dispatcher.name == "inline":
+            logger.info("Python requests run on the gevent hub, and so does the network I/O (io_threads = 0)")
+        elif self._python_threads or self._dispatch == "gevent":
             logger.info(
                 "Python requests run on %s", "the gevent hub" if self._dispatch == "gevent" else "worker threads"
             )
@@ -228,6 +248,61 @@ class _GeventLoop:
             if monitor is not None:
                 monitor.stop()
             queue_watcher.stop()
+            event_watcher.stop()
+            self.core.close_dispatch()
+            self.core.join()  # also ends the dump thread's wait
+            dumper.join(1.0)
+        return 0
+
+
+class _InlineLoop:
+    """gevent dispatch with io_threads = 0: the hub runs the core's event
+    loop itself. An io watcher on the loop's reactor descriptor (readable
+    while the loop has work: a socket ready, a deadline due, a handler
+    posted by a greenlet's write) calls the dispatcher's run_io, which
+    polls the loop and then switches to the greenlets it made ready.
+    Signals, the dump thread, the exit deadline and the blocked-hub monitor
+    work as in _GeventLoop: the core takes the signals on a small thread of
+    its own, so none of them needs the hub."""
+
+    def __init__(self, server: NativeServer) -> None:
+        import gevent.event
+
+        self.server = server
+        self.core = server._core
+        self.stop = server._graceful_stop(event=gevent.event.Event())
+
+    def serve(self, on_ready: Optional[Callable[[], None]]) -> int:
+        import gevent
+
+        hub = gevent.get_hub()
+        dispatcher = self.core.dispatcher
+        start = _worker_greenlets(hub, dispatcher.ready_runner())
+        run_io = dispatcher.io_runner()
+        io_watcher = hub.loop.io(dispatcher.reactor_fd, 1)
+        io_watcher.start(run_io, start)
+        event_watcher = hub.loop.io(self.core.event_fd, 1)
+        event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
+        dumper = _DumpThread(self.core)
+        threshold = self.server._blocked_hub
+        monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
+        # From the hub, as every later run: a worker greenlet that finishes
+        # switches to the hub, never back to this greenlet.
+        hub.loop.run_callback(run_io, start)
+        try:
+            self.server._ready(on_ready)
+            self.stop.wait_for_signal()
+            self.stop.run()
+            # What force_close closed is closed by the loop, on the hub:
+            # let it run until the connections are gone (bounded).
+            deadline = time.monotonic() + _WORKER_GRACE
+            while self.core.stats()["open_connections"] and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+            gevent.sleep(0)  # let aborted greenlets see their errors
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            io_watcher.stop()
             event_watcher.stop()
             self.core.close_dispatch()
             self.core.join()  # also ends the dump thread's wait

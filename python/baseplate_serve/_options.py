@@ -51,7 +51,8 @@ def _ms(span: datetime.timedelta) -> int:
 SPEC: Dict[str, Any] = {
     "max_concurrency": config.Optional(_positive(config.Integer), default=None),
     "stop_timeout": _seconds(0),
-    "io_threads": config.Optional(_positive(config.Integer), default=1),
+    # 0: no I/O thread, the gevent hub runs the I/O (inline; see _native.py).
+    "io_threads": config.Optional(_non_negative(config.Integer), default=1),
     "python_threads": config.Optional(_positive(config.Integer), default=16),
     "header_timeout": _seconds(10),
     "keepalive_timeout": _seconds(60),
