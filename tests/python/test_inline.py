@@ -203,3 +203,26 @@ def test_threads_dispatch_uses_one_io_thread(run_server, options):
         server.stdout
     )
     assert _get(server.port, "/") == b"hello"
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("io_threads", ["0", "1"])
+def test_idle_server_stays_idle_after_core_events(run_server, io_threads):
+    # Each access-log line is a core event the hub handles; once handled,
+    # the main greenlet must go back to sleeping, not spin.
+    server = run_server(APP, server_options=f"dispatch = gevent\nio_threads = {io_threads}\naccess_log = true\n")
+    for _ in range(3):
+        assert _get(server.port, "/") == b"hello"
+    server.wait_for_output(r'"GET /" 200')
+    time.sleep(0.5)
+    before = _cpu_seconds(server.proc.pid)
+    time.sleep(2)
+    used = _cpu_seconds(server.proc.pid) - before
+    assert used < 0.5, f"an idle server used {used:.2f} s of CPU in 2 s"
