@@ -5,6 +5,11 @@
 
 #include <boost/asio/post.hpp>
 
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <system_error>
+
 #include <vector>
 
 namespace baseplate {
@@ -32,8 +37,14 @@ io_thread::io_thread(std::function<void()> on_closed, bool run_inline)
       sweep_timer_(ctx_),
       on_closed_(std::move(on_closed)),
       inline_(run_inline) {
-  // The timer above made the reactor: its descriptor exists now.
-  if (inline_) reactor_fd_ = reactor_descriptor(ctx_);
+  if (!inline_) return;
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  // assign() registers it with the reactor (epoll_ctl ADD, edge-triggered:
+  // each write is a new event, so it is never read).
+  wake_.emplace(ctx_, fd);
+  reactor_fd_ = reactor_descriptor(fd);
+  gate_->set_wake_fd(fd);
 }
 
 io_thread::~io_thread() {
@@ -62,6 +73,7 @@ std::size_t io_thread::poll() {
   if (stopped_) return 0;
   io_thread* outer = current_thread;
   current_thread = this;
+  gate_->polling();
   std::size_t n = 0;
   try {
     n = ctx_.poll();

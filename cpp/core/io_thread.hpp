@@ -9,10 +9,12 @@
 #include "stream_connection.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -70,6 +72,9 @@ class io_thread {
   std::shared_ptr<post_gate> gate_ = std::make_shared<post_gate>(ctx_);
   const bool inline_;
   int reactor_fd_ = -1;  ///< inline: owned by ctx_
+  /// Inline: the gate's wake-up, registered with the reactor (and the probe
+  /// that finds the reactor's descriptor).
+  std::optional<boost::asio::posix::stream_descriptor> wake_;
   bool stopped_ = false;
   std::thread thread_;
 };

@@ -1,9 +1,6 @@
 #include "reactor_descriptor.hpp"
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-
 #include <dirent.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,12 +37,7 @@ bool watches(int epfd, int probe) {
 
 }  // namespace
 
-int reactor_descriptor(boost::asio::io_context& ctx) {
-  int probe_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (probe_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  // assign() registers the descriptor with the reactor (epoll_ctl ADD);
-  // the probe's destructor deregisters and closes it.
-  boost::asio::posix::stream_descriptor probe(ctx, probe_fd);
+int reactor_descriptor(int probe_fd) {
   int found = -1;
   if (DIR* dir = ::opendir("/proc/self/fd")) {
     while (dirent* e = ::readdir(dir)) {

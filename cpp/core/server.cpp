@@ -112,7 +112,8 @@ void server::start() {
   signals_->async_wait(rearm{this});
   if (signal_thread_) signal_thread_->start();
   for (auto& t : threads_) t->start();
-  boost::asio::post(threads_[0]->context(), [this] { accept(); });
+  // Through the gate, as every post from outside a loop: an inline loop is woken by it.
+  threads_[0]->gate()->post([this] { accept(); });
 }
 
 void server::arm_deadline_on_stop(std::chrono::milliseconds after, std::string line) {
@@ -236,7 +237,7 @@ void server::begin_stop() {
   stop_begun_ = true;
   // Stop accepting and ask every connection to finish, each on its own thread.
   // The signals stay ours until join(): a second stop signal cuts the stop short.
-  boost::asio::post(threads_[0]->context(), [this] {
+  threads_[0]->gate()->post([this] {
     stopping_ = true;
     boost::system::error_code ec;
     // close(), never shutdown(): a shared (Einhorn) listener must stay usable
@@ -244,14 +245,14 @@ void server::begin_stop() {
     acceptor_->close(ec);
   });
   for (auto& t : threads_)
-    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
+    t->gate()->post([&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
 }
 
 std::size_t server::force_close(std::chrono::milliseconds wait) {
   std::size_t forced = open_.load();
   if (forced == 0) return 0;
   for (auto& t : threads_)
-    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
+    t->gate()->post([&t] { t->for_each([](connection_base& c) { c.close(); }); });
   if (is_inline()) return forced;  // the caller's thread runs the loop: it cannot wait here
   std::unique_lock<std::mutex> lk(drained_mutex_);
   drained_.wait_for(lk, wait, [this] { return open_.load() == 0; });
