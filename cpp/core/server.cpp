@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -81,14 +82,18 @@ void server::start() {
     server* self;
     void operator()(boost::system::error_code ec, int sig) const {
       if (ec) return;
-      if (sig == SIGUSR1 && self->dumps_to_waiter_) {
+      if (self->signals_to_waiter_) {
         {
-          std::lock_guard<std::mutex> lk(self->dump_mutex_);
-          ++self->dumps_pending_;
+          std::lock_guard<std::mutex> lk(self->waiter_mutex_);
+          // A dump already pending answers this SIGUSR1 too.
+          auto& q = self->waiter_signals_;
+          if (sig != SIGUSR1 || std::find(q.begin(), q.end(), SIGUSR1) == q.end()) q.push_back(sig);
         }
-        self->dump_cv_.notify_all();
-        self->signals_->async_wait(*this);
-        return;
+        self->waiter_cv_.notify_all();
+        if (sig == SIGUSR1) {
+          self->signals_->async_wait(*this);
+          return;
+        }
       }
       {
         std::lock_guard<std::mutex> lk(self->events_mutex_);
@@ -269,24 +274,25 @@ std::size_t server::stop() {
   return force_close();
 }
 
-bool server::wait_dump(int timeout_ms) {
-  std::unique_lock<std::mutex> lk(dump_mutex_);
-  auto ready = [this] { return dumps_pending_ > 0 || dumps_closed_; };
+int server::wait_signal(int timeout_ms) {
+  std::unique_lock<std::mutex> lk(waiter_mutex_);
+  auto ready = [this] { return !waiter_signals_.empty() || waiter_closed_; };
   if (timeout_ms < 0)
-    dump_cv_.wait(lk, ready);
+    waiter_cv_.wait(lk, ready);
   else
-    dump_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
-  if (dumps_pending_ == 0) return false;
-  --dumps_pending_;
-  return true;
+    waiter_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
+  if (waiter_signals_.empty()) return waiter_closed_ ? -1 : 0;
+  int sig = waiter_signals_.front();
+  waiter_signals_.pop_front();
+  return sig;
 }
 
 void server::join() {
   {
-    std::lock_guard<std::mutex> lk(dump_mutex_);
-    dumps_closed_ = true;
+    std::lock_guard<std::mutex> lk(waiter_mutex_);
+    waiter_closed_ = true;
   }
-  dump_cv_.notify_all();
+  waiter_cv_.notify_all();
   for (auto& t : threads_) t->stop();
   if (signal_thread_) {
     // The signal_set belongs to its io_context: stop the thread, then reset.

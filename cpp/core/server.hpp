@@ -97,13 +97,14 @@ class server {
   /// Takes pending events without blocking.
   server_events take_events();
 
-  /// SIGUSR1 is answered by a thread of the host's that blocks in
-  /// wait_dump() (gevent dispatch: the hub may be stuck), not through
-  /// server_events. Before start().
-  void route_dumps_to_waiter() { dumps_to_waiter_ = true; }
-  /// Blocks (timeout < 0: forever) until a SIGUSR1 or join(); true for a
-  /// SIGUSR1, false on timeout or once the server has stopped.
-  bool wait_dump(int timeout_ms);
+  /// For a host whose main thread may be stuck (gevent dispatch: a request
+  /// keeping the hub): a thread of its own blocks in wait_signal() and gets
+  /// SIGUSR1 (then no longer in server_events) and every stop signal (also
+  /// still in server_events, for the main thread's stop). Before start().
+  void route_signals_to_waiter() { signals_to_waiter_ = true; }
+  /// Blocks (timeout < 0: forever) until a signal routed here: returns it;
+  /// 0 on timeout; -1 once the server has stopped (join()).
+  int wait_signal(int timeout_ms);
 
   /// Queues a native log record for the host; never blocks (a full queue
   /// drops the record and counts it).
@@ -156,11 +157,11 @@ class server {
   std::mutex drained_mutex_;
   std::condition_variable drained_;
 
-  bool dumps_to_waiter_ = false;
-  std::mutex dump_mutex_;
-  std::condition_variable dump_cv_;
-  unsigned dumps_pending_ = 0;
-  bool dumps_closed_ = false;
+  bool signals_to_waiter_ = false;
+  std::mutex waiter_mutex_;
+  std::condition_variable waiter_cv_;
+  std::deque<int> waiter_signals_;  ///< routed signals not yet taken by wait_signal()
+  bool waiter_closed_ = false;
 
   int event_fd_ = -1;
   std::mutex events_mutex_;

@@ -10,20 +10,17 @@
 #include "thrift/processor_handler.hpp"
 #include "thrift.hpp"
 #include "thrift/connection.hpp"
-#include "work_queue.hpp"
 #include "wsgi.hpp"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
-#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 
 namespace py = pybind11;
 using namespace baseplate;
-using python::job_queue;
 using python::python_job;
 
 namespace {
@@ -203,9 +200,9 @@ class py_server {
 
   void start() {
     if (!app_.has_app()) throw std::logic_error("no app set");
-    // gevent: SIGUSR1 is answered by a thread of its own (wait_dump), the
-    // hub may be stuck in a request.
-    if (dispatch_name_ == "gevent" && dispatcher_) server_.route_dumps_to_waiter();
+    // gevent: SIGUSR1 and the stop signals also go to a thread of the
+    // host's own (wait_signal): the hub may be stuck in a request.
+    if (dispatch_name_ == "gevent" && dispatcher_) server_.route_signals_to_waiter();
     server_.start();
   }
 
@@ -225,9 +222,9 @@ class py_server {
     return py::make_tuple(ev.stop ? ev.stop_signal : 0, ev.dump, logs);
   }
 
-  bool wait_dump(int timeout_ms) {
+  int wait_signal(int timeout_ms) {
     py::gil_scoped_release nogil;
-    return server_.wait_dump(timeout_ms);
+    return server_.wait_signal(timeout_ms);
   }
 
   void begin_stop() { server_.begin_stop(); }
@@ -328,7 +325,9 @@ PYBIND11_MODULE(_core, m) {
            "Arms the exit deadline natively when the first stop signal arrives.")
       .def("start", &py_server::start)
       .def("events", &py_server::events, py::arg("timeout_ms"))
-      .def("wait_dump", &py_server::wait_dump, py::arg("timeout_ms"))
+      .def("wait_signal", &py_server::wait_signal, py::arg("timeout_ms"),
+           "gevent dispatch: the next SIGUSR1 or stop signal, for a thread that does not need the hub;"
+           " 0 on timeout, -1 once stopped.")
       .def("begin_stop", &py_server::begin_stop)
       .def("force_close", &py_server::force_close, py::arg("wait_ms") = 500)
       .def("close_dispatch", &py_server::close_dispatch)

@@ -17,7 +17,8 @@ requests is served with one switch. This one costs one timer callback per
 tick.
 
 Any gevent way of serving calls :func:`start_blocked_hub_monitor` on the
-hub's thread once it serves. The threshold is ``monitoring.blocked_hub``
+hub's thread once it serves (after logging is configured: it gives the
+logging handlers native locks, see ``_stackdump.use_native_handler_locks``). The threshold is ``monitoring.blocked_hub``
 in ``[server:NAME]`` (baseplate.py's name; a timespan such as
 ``100 milliseconds``, or plain seconds), default 1 s; ``0`` turns it off.
 """
@@ -30,7 +31,13 @@ import time
 from typing import Any, Dict, Optional
 
 from baseplate_serve._errors import ConfigError
-from baseplate_serve._stackdump import _original, format_frame, real_thread_ident, start_os_thread
+from baseplate_serve._stackdump import (
+    _original,
+    format_frame,
+    real_thread_ident,
+    start_os_thread,
+    use_native_handler_locks,
+)
 
 logger = logging.getLogger("baseplate_serve.monitor")
 
@@ -73,6 +80,7 @@ class BlockedHubMonitor:
         except AttributeError:
             pass
         self._sleep = _original("time", "sleep")
+        use_native_handler_locks()
         self.join = start_os_thread(self._watch, "baseplate-hub-monitor")
 
     def _stamp(self) -> None:

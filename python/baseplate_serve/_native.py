@@ -19,7 +19,7 @@ from baseplate_serve._listener import describe
 from baseplate_serve._logging import emit_native
 from baseplate_serve._monitor import blocked_hub_threshold, start_blocked_hub_monitor
 from baseplate_serve._options import parse_server_options
-from baseplate_serve._stackdump import dump_stacks, start_os_thread
+from baseplate_serve._stackdump import dump_stacks, start_os_thread, use_native_handler_locks
 from baseplate_serve._stop import STOP_SIGNALS, GracefulStop, deadline_line, deadline_seconds
 
 logger = logging.getLogger("baseplate_serve")
@@ -210,8 +210,8 @@ class _GeventLoop:
     """gevent dispatch: requests run in greenlets on the hub (the main
     thread), which watches the core's event fd and the dispatcher's queue
     fd. What must not wait for the hub does not: the core arms the stop's
-    deadline on its own thread, SIGUSR1 is answered by an OS thread, and a
-    monitor thread warns when the hub is blocked."""
+    deadline on its own thread, an OS thread answers SIGUSR1 and logs the
+    stop signal, and a monitor thread warns when the hub is blocked."""
 
     def __init__(self, server: NativeServer) -> None:
         import gevent.event
@@ -226,108 +226,109 @@ class _GeventLoop:
         hub = gevent.get_hub()
         dispatcher = self.core.dispatcher
         start = _worker_greenlets(hub, dispatcher.ready_runner())
-        queue_watcher = hub.loop.io(dispatcher.queue_fd, 1)
-        queue_watcher.start(dispatcher.drain, start)
-        event_watcher = hub.loop.io(self.core.event_fd, 1)
-        event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
-        dumper = _DumpThread(self.core)
+        watcher = self._watch_dispatcher(hub, dispatcher, start)
+        # Events are handled in a greenlet, never in a hub callback: logging
+        # may wait for a handler's lock that another OS thread holds (the
+        # signal or monitor thread), and a hub callback cannot wait.
+        events = gevent.spawn(self._handle_events_forever)
+        use_native_handler_locks()  # before any OS thread logs
+        signals = _SignalThread(self.core, self.stop)
         threshold = self.server._blocked_hub
         monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
+        try:
+            self.server._ready(on_ready)
+            self.stop.wait_for_signal()
+            self.stop.run()
+            self._after_stop()
+            gevent.sleep(0)  # let aborted greenlets see their errors
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            watcher.stop()
+            events.kill(block=False)
+            self.core.close_dispatch()
+            self.core.join()  # also ends the signal thread's wait
+            signals.join(1.0)
+        return 0
+
+
+    def _watch_dispatcher(self, hub: Any, dispatcher: Any, start: Callable[[], None]) -> Any:
+        """Starts the hub's watcher on the dispatcher's queue; returns it."""
+        watcher = hub.loop.io(dispatcher.queue_fd, 1)
+        watcher.start(dispatcher.drain, start)
         # The first drain arms the queue's wake-up. It runs on the hub, like
         # every later one: requests may already be queued, and a worker
         # greenlet that finishes one switches to the hub, never back here,
         # so a drain run from this greenlet would leave it suspended for
         # good (no "Listening", stop signals unheeded).
         hub.loop.run_callback(dispatcher.drain, start)
-        try:
-            self.server._ready(on_ready)
-            self.stop.wait_for_signal()
-            self.stop.run()
-            gevent.sleep(0)  # let aborted greenlets see their errors
-        finally:
-            if monitor is not None:
-                monitor.stop()
-            queue_watcher.stop()
-            event_watcher.stop()
-            self.core.close_dispatch()
-            self.core.join()  # also ends the dump thread's wait
-            dumper.join(1.0)
-        return 0
+        return watcher
+
+    def _after_stop(self) -> None:
+        """After the stop sequence, before the dispatcher closes."""
+
+    def _handle_events_forever(self) -> None:
+        from gevent.socket import wait_read
+
+        while True:
+            wait_read(self.core.event_fd)
+            self.server._handle_events(self.core.events(0), self.stop)
 
 
-class _InlineLoop:
-    """gevent dispatch with io_threads = 0: the hub runs the core's event
-    loop itself. An io watcher on the loop's reactor descriptor (readable
+class _InlineLoop(_GeventLoop):
+    """gevent dispatch with io_threads = 0: the hub also runs the core's
+    event loop. An io watcher on the loop's reactor descriptor (readable
     while the loop has work: a socket ready, a deadline due, a handler
-    posted by a greenlet's write) calls the dispatcher's run_io, which
-    polls the loop and then switches to the greenlets it made ready.
-    Signals, the dump thread, the exit deadline and the blocked-hub monitor
-    work as in _GeventLoop: the core takes the signals on a small thread of
-    its own, so none of them needs the hub."""
+    posted by a greenlet's write) calls the dispatcher's run_io, which polls
+    the loop and then switches to the greenlets it made ready. Everything
+    else is _GeventLoop's: the core takes the signals on a small thread of
+    its own, so the exit deadline, SIGUSR1 and the blocked-hub monitor never
+    need the hub."""
 
-    def __init__(self, server: NativeServer) -> None:
-        import gevent.event
+    def _watch_dispatcher(self, hub: Any, dispatcher: Any, start: Callable[[], None]) -> Any:
+        run_io = dispatcher.io_runner()
+        watcher = hub.loop.io(dispatcher.reactor_fd, 1)
+        watcher.start(run_io, start)
+        # From the hub, as every later run: a worker greenlet that finishes
+        # switches to the hub, never back to the greenlet that started it.
+        hub.loop.run_callback(run_io, start)
+        return watcher
 
-        self.server = server
-        self.core = server._core
-        self.stop = server._graceful_stop(event=gevent.event.Event())
-
-    def serve(self, on_ready: Optional[Callable[[], None]]) -> int:
+    def _after_stop(self) -> None:
         import gevent
 
-        hub = gevent.get_hub()
-        dispatcher = self.core.dispatcher
-        start = _worker_greenlets(hub, dispatcher.ready_runner())
-        run_io = dispatcher.io_runner()
-        io_watcher = hub.loop.io(dispatcher.reactor_fd, 1)
-        io_watcher.start(run_io, start)
-        event_watcher = hub.loop.io(self.core.event_fd, 1)
-        event_watcher.start(lambda: self.server._handle_events(self.core.events(0), self.stop))
-        dumper = _DumpThread(self.core)
-        threshold = self.server._blocked_hub
-        monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
-        # From the hub, as every later run: a worker greenlet that finishes
-        # switches to the hub, never back to this greenlet.
-        hub.loop.run_callback(run_io, start)
-        try:
-            self.server._ready(on_ready)
-            self.stop.wait_for_signal()
-            self.stop.run()
-            # What force_close closed is closed by the loop, on the hub:
-            # let it run until the connections are gone (bounded).
-            deadline = time.monotonic() + _WORKER_GRACE
-            while self.core.stats()["open_connections"] and time.monotonic() < deadline:
-                gevent.sleep(0.01)
-            gevent.sleep(0)  # let aborted greenlets see their errors
-        finally:
-            if monitor is not None:
-                monitor.stop()
-            io_watcher.stop()
-            event_watcher.stop()
-            self.core.close_dispatch()
-            self.core.join()  # also ends the dump thread's wait
-            dumper.join(1.0)
-        return 0
+        # force_close() only asked the connections to close: the loop, on
+        # the hub, closes them. Let it run until they are gone (bounded).
+        deadline = time.monotonic() + _WORKER_GRACE
+        while self.core.stats()["open_connections"] and time.monotonic() < deadline:
+            gevent.sleep(0.01)
 
 
-class _DumpThread:
-    """Answers SIGUSR1 from an OS thread (never a greenlet: under
-    monkey-patching it is started with gevent's original thread function),
-    so a request that keeps the hub busy does not delay the dump, and the
-    dump shows that request's frame on the main thread."""
+class _SignalThread:
+    """Answers SIGUSR1, and announces a stop signal, from an OS thread
+    (never a greenlet: under monkey-patching it is started with gevent's
+    original thread function), so a request that keeps the hub busy delays
+    neither: the dump shows that request's frame on the main thread, and
+    "Received SIGTERM" is logged when the signal arrives. The stop itself
+    runs on the hub; the core has armed its deadline already."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, stop: GracefulStop) -> None:
         self.core = core
-        self.join = start_os_thread(self._run, "baseplate-stackdump")
+        self.stop = stop
+        self.join = start_os_thread(self._run, "baseplate-signals")
 
     def _run(self) -> None:
         while True:
             try:
-                if not self.core.wait_dump(-1):
+                signum = self.core.wait_signal(-1)
+                if signum < 0:
                     return  # the server stopped
-                dump_stacks(self.core.stats())
-            except Exception:  # a dump must never end the thread
-                logger.exception("stack dump failed")
+                if signum == signal.SIGUSR1:
+                    dump_stacks(self.core.stats())
+                elif signum:
+                    self.stop.announce(signum)
+            except Exception:  # never end the thread
+                logger.exception("signal thread")
 
 
 def _worker_greenlets(hub: Any, run_ready: Callable[[], None]) -> Callable[[], None]:

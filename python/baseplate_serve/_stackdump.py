@@ -63,6 +63,25 @@ def start_os_thread(target: Callable[[], None], name: str) -> Callable[[float], 
     return join
 
 
+def use_native_handler_locks() -> None:
+    """Gives every logging handler a native (OS-thread) lock instead of the
+    monkey-patched one. The OS threads that must log while the hub is busy
+    (the signal and monitor threads) share the handlers with the hub's
+    greenlets; with gevent's locks, a greenlet, or a hub callback, that
+    meets a lock an OS thread holds has to wait through the hub, which can
+    leave the hub waiting on itself. A native lock is held only for one
+    emit, which does not yield for the usual stream handlers. Call on the
+    main thread once logging is configured; no-op without monkey-patching."""
+    native_rlock = _original("_thread", "RLock")
+    if isinstance(threading.RLock(), native_rlock):
+        return  # threading is not patched
+    loggers = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in lg.handlers:
+            handler.lock = native_rlock()
+
+
 def _thread_names() -> Dict[int, str]:
     names: Dict[int, str] = {}
     for t in threading.enumerate():

@@ -39,6 +39,9 @@ How a host uses it::
   Python signal handler, a gevent signal handler or an event-loop callback.
   The first one makes ``wait_for_signal()`` return (and ``requested`` true);
   one during ``run()`` cuts the drain and the wait short.
+- ``announce(signum)`` logs "Received SIGTERM, stopping gracefully" once;
+  ``run()`` calls it, and a host whose main thread may be busy when the
+  signal arrives can call it earlier from another thread.
 - ``wake()`` makes the current wait of ``run()`` re-check ``in_flight()`` at
   once (call it when a connection closes, if you can; else the wait polls
   every ``poll`` seconds, 0.1 by default).
@@ -124,6 +127,7 @@ class GracefulStop:
         self._poll = poll
         self._clock = clock
         self.requested = False  #: a stop signal arrived
+        self.announced = False  #: "Received SIGTERM, stopping gracefully" is logged
         self.running = False  #: run() is under way
         self.cut = False  #: a second signal ended the drain and the wait
         self.first_signal = 0
@@ -142,6 +146,16 @@ class GracefulStop:
                 "Received %s during the stop: ending the %s now", signal_name(signum), "drain and the wait"
             )
         self._event.set()
+
+    def announce(self, signum: int) -> None:
+        """Logs "Received SIGTERM, stopping gracefully", once per stop. run()
+        does it; a host whose main thread may be stuck when the signal
+        arrives (the gevent hub) also calls it from a thread of its own, so
+        the line is logged when the signal arrives. Never blocks for long."""
+        if self.announced:
+            return
+        self.announced = True
+        logger.info("Received %s, stopping gracefully", signal_name(signum))
 
     def wake(self) -> None:
         """Makes the current wait re-check what is in flight."""
@@ -185,7 +199,7 @@ class GracefulStop:
             self.signal(signum)
         self.running = True
         started = self._clock()
-        logger.info("Received %s, stopping gracefully", signal_name(self.first_signal or _signal.SIGTERM))
+        self.announce(self.first_signal or _signal.SIGTERM)
         _lifecycle.notify_stop()
         if not _core.exit_deadline_armed():
             # The native core arms it when the signal arrives; other hosts here.

@@ -229,6 +229,42 @@ TEST_F(server_fixture, sighup_is_a_stop_event) {
   EXPECT_EQ(ev.stop_signal, SIGHUP);
 }
 
+// Routed signals reach a thread of the host's own: SIGUSR1 only there, a
+// stop signal there and in the events; join() releases the thread.
+TEST(server_signals, route_to_a_waiting_thread) {
+  echo_handler h;
+  std::unique_ptr<server> srv;
+  srv = std::make_unique<server>(server_options{}, [&](stream_socket s, io_thread& t) -> std::shared_ptr<connection_base> {
+    return std::make_shared<http::connection>(std::move(s), t, h, srv->options());
+  });
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  srv->adopt_listener(fd);
+  ::close(fd);
+  srv->route_signals_to_waiter();
+  srv->start();
+  EXPECT_EQ(srv->wait_signal(10), 0);
+  ::raise(SIGUSR1);
+  ::raise(SIGUSR1);  // while the first is pending: one dump answers both
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(srv->wait_signal(5000), SIGUSR1);
+  EXPECT_EQ(srv->wait_signal(100), 0);
+  EXPECT_FALSE(srv->take_events().dump);
+  ::raise(SIGTERM);
+  EXPECT_EQ(srv->wait_signal(5000), SIGTERM);
+  auto ev = srv->wait_events(5000);
+  EXPECT_TRUE(ev.stop);
+  EXPECT_EQ(ev.stop_signal, SIGTERM);
+  std::thread waiting([&] { EXPECT_EQ(srv->wait_signal(-1), -1); });
+  srv->stop();
+  srv->join();
+  waiting.join();
+}
+
 // A second stop signal during the stop reaches the host (to cut it short).
 TEST_F(server_fixture, reports_a_second_signal_during_a_stop) {
   ::raise(SIGTERM);
