@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import signal
+import socket
 import threading
 import time
 
@@ -94,7 +95,6 @@ def test_request_calls_another_local_server(run_server, tmp_path):
     upstream_dir = tmp_path / "upstream"
     upstream_dir.mkdir()
     (upstream_dir / "app.py").write_text(APP)
-    import textwrap
     from conftest import Server, free_port
 
     up_port = free_port()
@@ -111,7 +111,6 @@ def test_request_calls_another_local_server(run_server, tmp_path):
         assert answers == [b"upstream said rested"] * 20
         # 20 calls of 1 s each, concurrently on both sides.
         assert elapsed < 6, f"20 upstream calls took {elapsed:.1f} s"
-        del textwrap
     finally:
         upstream.stop()
 
@@ -179,8 +178,6 @@ def _get_ignoring_errors(port: int, path: str) -> None:
 def test_header_timeout_closes_a_stalled_connection(run_server):
     # Deadlines are the loop's timers: they must fire with the hub running the loop.
     server = run_server(APP, server_options=INLINE + "header_timeout = 1 second\n")
-    import socket
-
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
         started = time.monotonic()
