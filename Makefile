@@ -11,7 +11,7 @@ APT_PACKAGES := g++ make python3 python3-dev python3-venv libboost-dev libboost-
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python test-asan bench clean dev fuzz wheel
+.PHONY: all system-deps venv install run test test-cpp test-python test-inline test-asan bench clean dev fuzz wheel
 
 all: install
 
@@ -65,6 +65,11 @@ wheel: system-deps venv
 # End-to-end and unit tests against the installed package.
 test-python: install
 	$(VENV)/bin/python -m pytest
+
+# The Python suite again with io_threads = 0 (inline I/O) for every server
+# the tests start, unless a test's INI sets io_threads itself.
+test-inline: install
+	BPS_TEST_IO_THREADS=0 $(VENV)/bin/python -m pytest
 
 # The C++ unit tests and the whole Python suite against an extension built
 # with ASan+UBSan (gcc). The sanitized _core goes into a copy of python/

@@ -4,13 +4,18 @@ function, counted by valgrind's callgrind (not timed, so the answer is the
 same on a busy machine).
 
     python3 bench/profile.py [--dispatch gevent|threads|both|none] [--native-http] [--seconds 10] [--top 25]
+                             [--ini PATH] [--option KEY=VALUE ...] [--load wrk|thrift:framed_binary|...]
 
 For each dispatch mode it serves examples/hello under callgrind twice: a
 short run (1 s of wrk) and a long one (--seconds). Start-up costs the same in
 both, so the difference between the two runs, divided by the difference in
 requests served, is the cost of one request. It prints that per thread
 (the I/O thread, the thread that runs Python) and the functions with the
-largest self cost. Needs valgrind and wrk; uses the project's .venv and the
+largest self cost. --ini serves another app (run from the INI's folder, e.g.
+bench/configs/sleep10-gevent.ini with --app-dir bench/apps), --option adds
+server options to its [server:main] (e.g. --option io_threads=0 for the
+inline mode), --load thrift:KIND (a thrift_load kind, e.g. framed_binary) loads a Thrift app with bench/native's
+thrift_load instead of wrk. Needs valgrind and wrk; uses the project's .venv and the
 installed package (`make install`), or with --tree the in-place build of
 `make dev` (which keeps its symbols). --native-http profiles the native
 hello app as well (examples/native_http/build, built against the installed
@@ -29,7 +34,7 @@ import time
 import urllib.request
 
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -43,26 +48,41 @@ def free_port() -> int:
 
 
 ENV: Dict[str, str] = {}
+NATIVE = Path(os.environ.get("BENCH_NATIVE_DIR", ROOT / "bench" / "native" / "build"))
 
 
-def serve_under_callgrind(ini: Path, seconds: int, out: Path) -> int:
-    """Runs the server under callgrind with wrk for `seconds`; returns the
-    number of requests wrk completed. One callgrind file per thread."""
+def _ready(port: int, load: str) -> bool:
+    if load.startswith("thrift:"):
+        sys.path.insert(0, str(ROOT / "bench"))
+        from harness import thrift_echo_ok  # noqa: E402
+
+        return thrift_echo_ok(port, 5.0)
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        return True
+    except OSError:
+        return False
+
+
+def serve_under_callgrind(ini: Path, seconds: int, out: Path, cwd: Path = HELLO, load: str = "wrk") -> int:
+    """Runs the server under callgrind with wrk (or thrift_load) for
+    `seconds`; returns the number of requests completed. One callgrind file
+    per thread."""
     port = free_port()
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
          str(PYTHON), "-m", "baseplate_serve", "--bind", f"127.0.0.1:{port}", str(ini)],
-        cwd=HELLO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
     try:
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not come up under valgrind")
-                time.sleep(0.3)
+        while not _ready(port, load):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the server did not come up under valgrind")
+            time.sleep(0.3)
+        if load.startswith("thrift:"):
+            out_ = subprocess.run([str(NATIVE / "thrift_load"), "127.0.0.1", str(port), load[7:], "50",
+                                   str(seconds), "0"], capture_output=True, text=True, check=True).stdout
+            return int(re.search(r'"calls":\s*(\d+)', out_).group(1)) + 1
         wrk = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
                              capture_output=True, text=True, check=True).stdout
         return int(re.search(r"(\d+) requests in", wrk).group(1)) + 1  # + the readiness probe
@@ -96,19 +116,44 @@ def self_costs(path: Path) -> Dict[str, int]:
 NATIVE_HTTP = ROOT / "examples" / "native_http" / "build" / "libhello_native.so"
 
 
-def profile(dispatch: str, seconds: int, top: int, work: Path) -> None:
-    ini = work / f"{dispatch}.ini"
+def make_ini(dispatch: str, work: Path, base: Optional[Path], options: List[str]) -> Path:
+    """The INI to serve: `base` (or examples/hello's app) with dispatch and
+    `options` (KEY=VALUE) set in [server:main]."""
+    text = base.read_text() if base else "[server:main]\nfactory = baseplate.server.wsgi\n\n[app:main]\nfactory = hello:make_app\n"
+    settings = dict(o.split("=", 1) for o in options)
     if dispatch == "native-http":
-        ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\n\n[app:main]\nfactory = {NATIVE_HTTP}:make_app\n")
+        text = f"[server:main]\nfactory = baseplate.server.wsgi\n\n[app:main]\nfactory = {NATIVE_HTTP}:make_app\n"
     else:
-        ini.write_text(f"[server:main]\nfactory = baseplate.server.wsgi\ndispatch = {dispatch}\n\n"
-                       "[app:main]\nfactory = hello:make_app\n")
+        settings.setdefault("dispatch", dispatch)
+    lines: List[str] = []
+    in_server = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_server = stripped == "[server:main]"
+            lines.append(line)
+            if in_server:
+                lines.extend(f"{k.strip()} = {v.strip()}" for k, v in settings.items())
+            continue
+        if in_server and "=" in stripped and stripped.split("=", 1)[0].strip() in settings:
+            continue  # replaced above
+        lines.append(line)
+    ini = work / f"{dispatch}.ini"
+    ini.write_text("\n".join(lines) + "\n")
+    return ini
+
+
+def profile(dispatch: str, seconds: int, top: int, work: Path, base: Optional[Path] = None,
+            options: Sequence[str] = (), cwd: Path = HELLO, load: str = "wrk") -> None:
+    ini = make_ini(dispatch, work, base, list(options))
     short, long_ = work / f"{dispatch}.short", work / f"{dispatch}.long"
-    n_short = serve_under_callgrind(ini, 1, short)
-    n_long = serve_under_callgrind(ini, seconds, long_)
+    n_short = serve_under_callgrind(ini, 1, short, cwd, load)
+    n_long = serve_under_callgrind(ini, seconds, long_, cwd, load)
     n = n_long - n_short
     fs, fl = thread_files(short), thread_files(long_)
-    print(f"\n== {'app' if dispatch == 'native-http' else 'dispatch'} = {dispatch}: {n_long} - {n_short} = {n} requests")
+    extra = " ".join(options)
+    print(f"\n== {'app' if dispatch == 'native-http' else 'dispatch'} = {dispatch}{' ' + extra if extra else ''}"
+          f"{' (' + str(base) + ')' if base else ''}: {n_long} - {n_short} = {n} requests")
     rows: List[Tuple[int, int]] = []
     for t in sorted(fl):
         per = (total(fl[t]) - (total(fs[t]) if t in fs else 0)) / n
@@ -141,7 +186,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--tree", action="store_true", help="profile the in-place build (make dev)")
+    parser.add_argument("--ini", type=Path, help="serve this INI instead of examples/hello's app")
+    parser.add_argument("--app-dir", type=Path, help="where the --ini's app module is (default: the INI's folder)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [server:main] option, e.g. io_threads=0 (repeatable)")
+    parser.add_argument("--load", default="wrk", help="wrk (HTTP), or thrift:KIND with a thrift_load kind, e.g. thrift:framed_binary")
     args = parser.parse_args()
+    for o in args.option:
+        if "=" not in o:
+            parser.error(f"--option {o!r}: expected KEY=VALUE")
+    base = args.ini.resolve() if args.ini else None
+    cwd = (args.app_dir or (base.parent if base else HELLO)).resolve()
     if args.tree:
         ENV["PYTHONPATH"] = str(ROOT / "python")
     if not PYTHON.exists():
@@ -153,7 +208,7 @@ def main() -> None:
         modes.append("native-http")
     with tempfile.TemporaryDirectory() as tmp:
         for dispatch in modes:
-            profile(dispatch, args.seconds, args.top, Path(tmp))
+            profile(dispatch, args.seconds, args.top, Path(tmp), base, args.option, cwd, args.load)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 #include "io_thread.hpp"
 
 #include "log.hpp"
+#include "reactor_descriptor.hpp"
 
 #include <boost/asio/post.hpp>
+
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <system_error>
 
 #include <vector>
 
@@ -26,11 +32,22 @@ void io_thread::at_end_of_round(std::function<void()> f) {
   end_of_round_.push_back(std::move(f));
 }
 
-io_thread::io_thread(std::function<void()> on_closed, std::shared_ptr<std::atomic<std::size_t>> pending_requests)
+io_thread::io_thread(std::function<void()> on_closed, std::shared_ptr<std::atomic<std::size_t>> pending_requests,
+                     bool run_inline)
     : guard_(boost::asio::make_work_guard(ctx_)),
       sweep_timer_(ctx_),
       on_closed_(std::move(on_closed)),
-      pending_requests_(std::move(pending_requests)) {}
+      pending_requests_(std::move(pending_requests)),
+      inline_(run_inline) {
+  if (!inline_) return;
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  // assign() registers it with the reactor (epoll_ctl ADD, edge-triggered:
+  // each write is a new event, so it is never read).
+  wake_.emplace(ctx_, fd);
+  reactor_fd_ = reactor_descriptor(fd);
+  gate_->set_wake_fd(fd);
+}
 
 io_thread::~io_thread() {
   stop();
@@ -39,6 +56,7 @@ io_thread::~io_thread() {
 
 void io_thread::start() {
   sweep();
+  if (inline_) return;
   thread_ = std::thread([this] {
     current_thread = this;
     for (;;) {
@@ -53,7 +71,31 @@ void io_thread::start() {
   });
 }
 
+std::size_t io_thread::poll() {
+  if (stopped_) return 0;
+  io_thread* outer = current_thread;
+  current_thread = this;
+  gate_->polling();
+  std::size_t n = 0;
+  try {
+    n = ctx_.poll();
+  } catch (const std::exception& e) {
+    // As on a thread of its own: a handler that throws costs its own work only.
+    log::write(log::level::error, "baseplate_serve.core", std::string("I/O handler failed: ") + e.what());
+    n = 1;
+  }
+  current_thread = outer;
+  return n;
+}
+
 void io_thread::stop() {
+  if (inline_) {
+    if (stopped_) return;
+    stopped_ = true;
+    guard_.reset();
+    ctx_.stop();
+    return;
+  }
   if (!thread_.joinable()) return;
   guard_.reset();
   ctx_.stop();

@@ -51,7 +51,9 @@ struct option_info {
   X(stop_timeout, std::chrono::milliseconds, timespan, 10'000, 0, 3'600'000, "stop at once",                         \
     "how long a graceful stop lets requests in flight finish, after the drain; a stop with nothing in flight "       \
     "ends at once")                                                                                                  \
-  X(io_threads, unsigned, count, 1, 1, 256, "", "native threads doing network I/O and HTTP/Thrift parsing")          \
+  X(io_threads, unsigned, count, 1, 0, 256, "inline I/O",                                                           \
+    "native threads doing network I/O and HTTP/Thrift parsing; 0: the gevent hub runs the event loop itself and no " \
+    "request crosses a thread (gevent dispatch only: with threads dispatch or a native app 0 is used as 1, logged)") \
   X(header_timeout, std::chrono::milliseconds, timespan, 10'000, 1, 3'600'000, "",                                   \
     "time to receive a whole request header section (also a new connection's wait for its first request)")          \
   X(keepalive_timeout, std::chrono::milliseconds, timespan, 60'000, 1, 3'600'000, "",                                \

@@ -36,9 +36,12 @@ std::string live_counters::describe() const {
 
 server::server(server_options opts, connection_factory make_connection)
     : opts_(std::move(opts)), make_connection_(std::move(make_connection)) {
-  if (opts_.io_threads == 0) opts_.io_threads = 1;
   event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (event_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (opts_.io_threads == 0) {
+    threads_.push_back(std::make_unique<io_thread>([this] { on_connection_closed(); }, pending_requests_, true));
+    signal_thread_ = std::make_unique<io_thread>(nullptr, pending_requests_);
+  }
   for (unsigned i = 0; i < opts_.io_threads; ++i)
     threads_.push_back(std::make_unique<io_thread>([this] { on_connection_closed(); }, pending_requests_));
 }
@@ -72,7 +75,7 @@ void server::adopt_listener(int fd) {
 
 void server::start() {
   if (!acceptor_) throw std::logic_error("server::start without a listener");
-  signals_.emplace(threads_[0]->context(), SIGTERM, SIGINT, SIGUSR2);
+  signals_.emplace((signal_thread_ ? signal_thread_ : threads_[0])->context(), SIGTERM, SIGINT, SIGUSR2);
   signals_->add(SIGHUP);  // a graceful stop too, never the default kill
   signals_->add(SIGUSR1);
   struct rearm {
@@ -112,8 +115,10 @@ void server::start() {
     }
   };
   signals_->async_wait(rearm{this});
+  if (signal_thread_) signal_thread_->start();
   for (auto& t : threads_) t->start();
-  boost::asio::post(threads_[0]->context(), [this] { accept(); });
+  // Through the gate, as every post from outside a loop: an inline loop is woken by it.
+  threads_[0]->gate()->post([this] { accept(); });
 }
 
 void server::arm_deadline_on_stop(std::chrono::milliseconds after, std::string line) {
@@ -237,7 +242,7 @@ void server::begin_stop() {
   stop_begun_ = true;
   // Stop accepting and ask every connection to finish, each on its own thread.
   // The signals stay ours until join(): a second stop signal cuts the stop short.
-  boost::asio::post(threads_[0]->context(), [this] {
+  threads_[0]->gate()->post([this] {
     stopping_ = true;
     boost::system::error_code ec;
     // close(), never shutdown(): a shared (Einhorn) listener must stay usable
@@ -245,14 +250,15 @@ void server::begin_stop() {
     acceptor_->close(ec);
   });
   for (auto& t : threads_)
-    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
+    t->gate()->post([&t] { t->for_each([](connection_base& c) { c.shutdown(); }); });
 }
 
 std::size_t server::force_close(std::chrono::milliseconds wait) {
   std::size_t forced = open_.load();
   if (forced == 0) return 0;
   for (auto& t : threads_)
-    boost::asio::post(t->context(), [&t] { t->for_each([](connection_base& c) { c.close(); }); });
+    t->gate()->post([&t] { t->for_each([](connection_base& c) { c.close(); }); });
+  if (is_inline()) return forced;  // the caller's thread runs the loop: it cannot wait here
   std::unique_lock<std::mutex> lk(drained_mutex_);
   drained_.wait_for(lk, wait, [this] { return open_.load() == 0; });
   return forced;
@@ -288,6 +294,10 @@ void server::join() {
   }
   waiter_cv_.notify_all();
   for (auto& t : threads_) t->stop();
+  if (signal_thread_) {
+    // The signal_set belongs to its io_context: stop the thread, then reset.
+    signal_thread_->stop();
+  }
   // Hands the signals back (Asio restores their default actions), now
   // rather than at some later destruction, so the host can take them.
   signals_.reset();

@@ -80,6 +80,12 @@ class server {
   /// Before start().
   void arm_deadline_on_stop(std::chrono::milliseconds after, std::string line);
 
+  /// io_threads = 0: no I/O thread; the host's thread runs the one loop
+  /// (inline_loop()) and the signals go to a small thread of their own.
+  bool is_inline() const { return threads_[0]->is_inline(); }
+  /// The loop the host runs when is_inline().
+  io_thread& inline_loop() { return *threads_[0]; }
+
   /// The counters the deadline line and diagnostics read.
   const std::shared_ptr<live_counters>& live() const { return live_; }
 
@@ -114,8 +120,9 @@ class server {
   /// stats().open_connections, then calls force_close() at its deadline.
   /// Stop signals keep being reported until join().
   void begin_stop();
-  /// Closes every connection; waits at most `wait` for them to go.
-  /// Returns how many were open.
+  /// Closes every connection; waits at most `wait` for them to go (inline:
+  /// never waits, the host's loop does the closing). Returns how many were
+  /// open.
   std::size_t force_close(std::chrono::milliseconds wait = std::chrono::milliseconds(500));
   /// Stops the I/O threads (after the app's workers are gone).
   void join();
@@ -130,6 +137,10 @@ class server {
   server_options opts_;
   connection_factory make_connection_;
   std::vector<std::unique_ptr<io_thread>> threads_;
+  /// Inline: the signals' own thread. The host's thread may be stuck in a
+  /// request, and a stop signal must still arm the exit deadline and
+  /// SIGUSR1 still reach the dump thread. No request ever runs on it.
+  std::unique_ptr<io_thread> signal_thread_;
   std::optional<boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>> acceptor_;
   std::optional<boost::asio::signal_set> signals_;
   std::size_t next_thread_ = 0;

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace baseplate {
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -34,6 +36,15 @@ void describe(const asio::generic::stream_protocol::endpoint& ep, std::string& h
   }
 }
 }  // namespace
+
+void post_gate::wake() {
+  // Inside the loop's poll() the handler runs in this same poll: no wake-up.
+  io_thread* t = io_thread::current();
+  if (t && t->gate().get() == this) return;
+  if (wake_pending_.exchange(true, std::memory_order_relaxed)) return;
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
 
 void post_gate::close() {
   std::lock_guard<std::mutex> lk(mutex_);

@@ -34,17 +34,33 @@ class post_gate {
   /// (no std::function allocation per completion).
   template <class F>
   bool post(F&& f) {
-    std::lock_guard<std::mutex> lk(mutex_);
-    if (!ctx_) return false;
-    boost::asio::post(*ctx_, std::forward<F>(f));
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      if (!ctx_) return false;
+      boost::asio::post(*ctx_, std::forward<F>(f));
+    }
+    if (wake_fd_ >= 0) wake();
     return true;
   }
   /// Called by the loop's owner before it destroys the loop.
   void close();
 
+  /// Inline loops (io_thread): an eventfd in the loop's reactor, written by
+  /// the first post() from outside the loop after each poll. Asio only
+  /// interrupts its reactor for such a post while a thread blocks in
+  /// run(); after poll() it never does (its scheduler leaves the task
+  /// marked interrupted), so the host would not notice the work.
+  void set_wake_fd(int fd) { wake_fd_ = fd; }
+  /// The loop is about to poll: the next post from outside wakes it again.
+  void polling() { wake_pending_.store(false, std::memory_order_relaxed); }
+
  private:
+  void wake();
+
   std::mutex mutex_;
   boost::asio::io_context* ctx_;
+  int wake_fd_ = -1;
+  std::atomic<bool> wake_pending_{false};
 };
 
 class stream_connection : public connection_base {

@@ -15,7 +15,8 @@ namespace baseplate::python {
 namespace py = pybind11;
 
 namespace {
-constexpr const char* dispatcher_capsule = "baseplate_serve._core.gevent_dispatcher";
+constexpr const char* dispatcher_capsule = "baseplate_serve._core.hub_dispatcher";
+constexpr const char* inline_capsule = "baseplate_serve._core.inline_dispatcher";
 
 /// Queues a job. On an I/O thread the consumer is woken once, at the end
 /// of the event-loop round, so the requests of one round make one batch.
@@ -39,13 +40,29 @@ bool enqueue(job_queue& q, python_job job) {
 /// pybind11's per-call state must not be on the stack when it does (see
 /// wsgi.cpp).
 PyObject* run_ready_fn(PyObject* capsule, PyObject*) {
-  auto* d = static_cast<gevent_dispatcher*>(PyCapsule_GetPointer(capsule, dispatcher_capsule));
+  auto* d = static_cast<hub_dispatcher*>(PyCapsule_GetPointer(capsule, dispatcher_capsule));
   if (!d) return nullptr;
   d->run_ready();
   Py_RETURN_NONE;
 }
 PyMethodDef run_ready_def = {"run_ready", run_ready_fn, METH_NOARGS,
                              "Serves the requests drain() made ready, until there are none."};
+
+/// The hub's watcher on the reactor descriptor calls this plain function,
+/// not a pybind11 method, for the same reason: it switches greenlets.
+PyObject* run_io_fn(PyObject* capsule, PyObject* start) {
+  auto* d = static_cast<inline_dispatcher*>(PyCapsule_GetPointer(capsule, inline_capsule));
+  if (!d) return nullptr;
+  try {
+    d->run_io(start);
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+PyMethodDef run_io_def = {"run_io", run_io_fn, METH_O,
+                          "run_io(start): runs the core's ready I/O handlers, then the greenlets they made ready."};
 }  // namespace
 
 // -- shared
@@ -139,7 +156,7 @@ void threads_dispatcher::run_worker() {
 // -- gevent
 
 gevent_dispatcher::gevent_dispatcher(job_runner run, std::shared_ptr<live_counters> live)
-    : dispatcher(std::move(run), std::move(live)) {
+    : hub_dispatcher(std::move(run), std::move(live)) {
   queue_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (queue_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
 }
@@ -153,25 +170,6 @@ bool gevent_dispatcher::submit(python_job job) {
   if (enqueue(queue_, std::move(job))) return true;
   --live_->queued;
   return false;
-}
-
-std::shared_ptr<waiter> gevent_dispatcher::make_waiter() {
-  // Many greenlets share the hub's thread: one waiter per wait.
-  return std::make_shared<waiter>(*this);
-}
-
-void gevent_dispatcher::park(waiter& w) {
-  {
-    std::lock_guard<std::mutex> lk(w.m_);
-    if (w.done_) return;
-  }
-  // Park this greenlet; the hub resumes it when the completion arrives.
-  // The resume runs on the hub, this thread, so parked_ needs no lock.
-  // Leaked on purpose: no Python object may be released after finalization.
-  static py::object& waiter_class = *new py::object(py::module_::import("gevent.hub").attr("Waiter"));
-  py::object gw = waiter_class();
-  w.parked_ = gw.inc_ref().ptr();
-  gw.attr("get")();
 }
 
 void gevent_dispatcher::completed(std::shared_ptr<waiter> w) {
@@ -195,6 +193,31 @@ void gevent_dispatcher::drain(PyObject* start) {
         *new py::object(py::module_::import("gevent").attr("get_hub")().attr("loop").attr("run_callback"));
     run_callback(gw.attr("switch"), py::none());
   }
+  start_ready(start);
+}
+
+// -- shared by the gevent dispatchers
+
+std::shared_ptr<waiter> hub_dispatcher::make_waiter() {
+  // Many greenlets share the hub's thread: one waiter per wait.
+  return std::make_shared<waiter>(*this);
+}
+
+void hub_dispatcher::park(waiter& w) {
+  {
+    std::lock_guard<std::mutex> lk(w.m_);
+    if (w.done_) return;
+  }
+  // Park this greenlet; the hub resumes it when the completion arrives.
+  // The resume runs on the hub, this thread, so parked_ needs no lock.
+  // Leaked on purpose: no Python object may be released after finalization.
+  static py::object& waiter_class = *new py::object(py::module_::import("gevent.hub").attr("Waiter"));
+  py::object gw = waiter_class();
+  w.parked_ = gw.inc_ref().ptr();
+  gw.attr("get")();
+}
+
+void hub_dispatcher::start_ready(PyObject* start) {
   while (!ready_.empty()) {
     PyObject* r = PyObject_CallNoArgs(start);
     if (!r) throw py::error_already_set();
@@ -202,7 +225,7 @@ void gevent_dispatcher::drain(PyObject* start) {
   }
 }
 
-PyObject* gevent_dispatcher::ready_runner() {
+PyObject* hub_dispatcher::ready_runner() {
   PyObject* capsule = PyCapsule_New(this, dispatcher_capsule, nullptr);
   if (!capsule) throw py::error_already_set();
   PyObject* fn = PyCFunction_New(&run_ready_def, capsule);
@@ -211,7 +234,7 @@ PyObject* gevent_dispatcher::ready_runner() {
   return fn;
 }
 
-void gevent_dispatcher::run_ready() {
+void hub_dispatcher::run_ready() {
   while (!ready_.empty()) {
     python_job job = std::move(ready_.front());
     ready_.pop_front();
@@ -225,6 +248,57 @@ void gevent_dispatcher::run_ready() {
     if (PyContext_Exit(ctx) < 0) PyErr_WriteUnraisable(nullptr);
     Py_DECREF(ctx);
   }
+}
+
+// -- inline
+
+bool inline_dispatcher::submit(python_job job) {
+  // In poll(), on the hub's thread: queue only (see the class comment).
+  if (closed_) return false;
+  ++live_->queued;
+  ready_.push_back(std::move(job));
+  return true;
+}
+
+void inline_dispatcher::completed(std::shared_ptr<waiter> w) {
+  // In poll(), or (an error path) from the worker that is about to park:
+  // park() sees done_ then; run_io skips a waiter nobody parked on.
+  resumed_.push_back(std::move(w));
+}
+
+void inline_dispatcher::run_io(PyObject* start) {
+  // Bounded: a stream of new work must not keep other greenlets (timers,
+  // gevent sockets) off the hub. The reactor descriptor stays readable
+  // for what is left, so the hub comes back here.
+  constexpr int max_rounds = 4;
+  for (int round = 0; round < max_rounds; ++round) {
+    std::size_t handlers = loop_.poll();
+    if (handlers == 0 && resumed_.empty() && ready_.empty()) return;
+    std::vector<std::shared_ptr<waiter>> resumed;
+    resumed.swap(resumed_);
+    for (auto& w : resumed) {
+      if (!w->parked_) continue;  // completed before its greenlet parked
+      PyObject* gw = w->parked_;
+      w->parked_ = nullptr;
+      // gevent's Waiter.switch runs on the hub (here), and reports the
+      // greenlet's errors itself.
+      static PyObject* switch_name = PyUnicode_InternFromString("switch");
+      PyObject* r = PyObject_CallMethodOneArg(gw, switch_name, Py_None);
+      Py_DECREF(gw);
+      if (!r) throw py::error_already_set();
+      Py_DECREF(r);
+    }
+    start_ready(start);
+  }
+}
+
+PyObject* inline_dispatcher::io_runner() {
+  PyObject* capsule = PyCapsule_New(this, inline_capsule, nullptr);
+  if (!capsule) throw py::error_already_set();
+  PyObject* fn = PyCFunction_New(&run_io_def, capsule);
+  Py_DECREF(capsule);
+  if (!fn) throw py::error_already_set();
+  return fn;
 }
 
 namespace {

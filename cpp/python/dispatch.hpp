@@ -11,9 +11,10 @@
 ///   greenlets; a wait parks the greenlet, and the I/O thread's completion
 ///   comes back through the same queue.
 ///
-/// A third kind (requests run inline on the Python thread, no I/O threads)
-/// fits the same interface: submit(), make_waiter()/park()/completed(),
-/// close(). The I/O threads never touch Python in any of them.
+/// - inline_dispatcher (io_threads = 0): the same greenlets, but the hub
+///   also runs the core's event loop; no I/O thread at all.
+///
+/// The I/O threads never touch Python in any of them.
 #include <baseplate/http/exchange.hpp>
 #include "server.hpp"
 #include "thrift/call.hpp"
@@ -31,6 +32,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace baseplate::python {
 
@@ -56,7 +58,7 @@ class dispatcher {
   dispatcher(const dispatcher&) = delete;
   dispatcher& operator=(const dispatcher&) = delete;
 
-  /// "threads" or "gevent".
+  /// "threads", "gevent" or "inline".
   virtual const char* name() const = 0;
   /// Whether requests may run on several threads at once (wsgi.multithread).
   virtual bool multithread() const = 0;
@@ -112,16 +114,36 @@ class threads_dispatcher final : public dispatcher {
   job_queue queue_;  ///< with its stall watchdog
 };
 
-/// Greenlets on the gevent hub (the main thread).
-class gevent_dispatcher final : public dispatcher {
+/// What both gevent dispatchers share: requests run in reused worker
+/// greenlets on the hub's thread, a wait parks the greenlet on a gevent
+/// Waiter, and the hub resumes it.
+class hub_dispatcher : public dispatcher {
+ public:
+  using dispatcher::dispatcher;
+  bool multithread() const override { return false; }
+  std::shared_ptr<waiter> make_waiter() override;
+  void park(waiter& w) override;
+
+  /// The callable worker greenlets loop on (see run_ready).
+  PyObject* ready_runner();
+  /// In a worker greenlet: serves ready jobs, each in a fresh contextvars
+  /// context, until none are left.
+  void run_ready();
+
+ protected:
+  /// Calls `start()` (which switches to a worker greenlet) while jobs are ready.
+  void start_ready(PyObject* start);
+
+  std::deque<python_job> ready_;  ///< not yet started (hub thread only)
+};
+
+/// Greenlets on the gevent hub (the main thread), fed by I/O threads.
+class gevent_dispatcher final : public hub_dispatcher {
  public:
   gevent_dispatcher(job_runner run, std::shared_ptr<live_counters> live);
   ~gevent_dispatcher() override;
   const char* name() const override { return "gevent"; }
-  bool multithread() const override { return false; }
   bool submit(python_job job) override;
-  std::shared_ptr<waiter> make_waiter() override;
-  void park(waiter& w) override;
   void completed(std::shared_ptr<waiter> w) override;
   void close() override { queue_.close(); }
   std::size_t queued() const override { return queue_.sizes().first + ready_.size(); }
@@ -135,16 +157,49 @@ class gevent_dispatcher final : public dispatcher {
   /// the hub is back here. A batch of requests costs one switch to a worker
   /// and back, not two per request.
   void drain(PyObject* start);
-  /// The callable worker greenlets loop on (see run_ready).
-  PyObject* ready_runner();
-  /// In a worker greenlet: serves ready jobs, each in a fresh contextvars
-  /// context, until none are left.
-  void run_ready();
 
  private:
   job_queue queue_{std::nullopt};  ///< no watchdog: the hub is the only consumer
-  std::deque<python_job> ready_;   ///< drained, not yet started (hub thread only)
   int queue_fd_ = -1;              ///< the hub's wake-up for queue_
+};
+
+/// io_threads = 0: no I/O thread. The gevent hub runs the core's event loop
+/// itself (an io watcher on the loop's reactor descriptor calls run_io),
+/// and requests run in worker greenlets as with gevent_dispatcher; no
+/// request, completion or wake-up crosses a thread.
+///
+/// One rule makes this safe: no greenlet switch happens inside the loop's
+/// poll(). Asio keeps a thread-local stack of the loops running on a thread,
+/// with entries on the C stack, and greenlets share that stack: a worker
+/// started from inside a handler could overwrite the entry, or post into a
+/// poll that already returned. So handlers only queue (submit() and
+/// completed() fill ready_ and resumed_), and run_io switches to greenlets
+/// after poll() has returned. A worker that writes a response posts to
+/// the loop from outside it, which makes the reactor descriptor readable.
+class inline_dispatcher final : public hub_dispatcher {
+ public:
+  inline_dispatcher(job_runner run, std::shared_ptr<live_counters> live, io_thread& loop)
+      : hub_dispatcher(std::move(run), std::move(live)), loop_(loop) {}
+  const char* name() const override { return "inline"; }
+  bool submit(python_job job) override;
+  void completed(std::shared_ptr<waiter> w) override;
+  void close() override { closed_ = true; }
+  std::size_t queued() const override { return ready_.size(); }
+
+  /// Readable while the loop has work: the hub watches it.
+  int reactor_fd() const { return loop_.reactor_fd(); }
+  /// On the hub when reactor_fd is readable: runs the loop's ready handlers
+  /// (poll), then resumes the greenlets whose operations completed and
+  /// starts workers for new requests; again while that made more work
+  /// (their writes), a few rounds at most, so other greenlets get the hub.
+  void run_io(PyObject* start);
+  /// run_io as a plain callable taking `start` (for the hub's watcher).
+  PyObject* io_runner();
+
+ private:
+  io_thread& loop_;
+  std::vector<std::shared_ptr<waiter>> resumed_;  ///< completed in poll(), not yet switched to
+  bool closed_ = false;
 };
 
 /// One network operation a Python request waits for.
@@ -161,7 +216,9 @@ class waiter : public std::enable_shared_from_this<waiter> {
 
  private:
   friend class threads_dispatcher;
+  friend class hub_dispatcher;
   friend class gevent_dispatcher;
+  friend class inline_dispatcher;
   void reset();
 
   dispatcher& d_;

@@ -179,6 +179,9 @@ class py_server {
                 })),
         sink_(server_) {
     if (dispatch != "gevent" && dispatch != "threads") throw std::invalid_argument("unknown dispatch " + dispatch);
+    // The host maps io_threads = 0 to 1 for threads dispatch (see _native.py).
+    if (server_.is_inline() && dispatch != "gevent")
+      throw std::invalid_argument("io_threads = 0 needs gevent dispatch");
   }
 
   ~py_server() {
@@ -194,6 +197,9 @@ class py_server {
   }
   void set_thrift_processor(py::object processor) { app_.set_thrift_processor(make_dispatcher(), std::move(processor)); }
   std::string set_native_app(const std::string& path, const std::string& factory, const py::dict& app_config) {
+    // A native app has no Python thread to run its loop: the host maps
+    // io_threads = 0 to 1 for it (see _native.py).
+    if (server_.is_inline()) throw std::logic_error("a native app needs io_threads >= 1");
     return app_.set_native_app(path, factory, app_config);
   }
   /// None for a native app.
@@ -264,7 +270,9 @@ class py_server {
   python::dispatcher& make_dispatcher() {
     if (dispatcher_) throw std::logic_error("app already set");
     auto run = [this](python_job& job) { app_.run(job); };
-    if (dispatch_name_ == "gevent")
+    if (server_.is_inline())
+      dispatcher_ = std::make_unique<python::inline_dispatcher>(run, server_.live(), server_.inline_loop());
+    else if (dispatch_name_ == "gevent")
       dispatcher_ = std::make_unique<python::gevent_dispatcher>(run, server_.live());
     else
       dispatcher_ = std::make_unique<python::threads_dispatcher>(run, server_.live());
@@ -303,12 +311,18 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &python::dispatcher::close);
   py::class_<python::threads_dispatcher, python::dispatcher>(m, "ThreadsDispatcher")
       .def("run_worker", &python::threads_dispatcher::run_worker, "The body of a Python worker thread.");
-  py::class_<python::gevent_dispatcher, python::dispatcher>(m, "GeventDispatcher")
+  py::class_<python::hub_dispatcher, python::dispatcher>(m, "HubDispatcher")
+      .def("ready_runner",
+           [](python::hub_dispatcher& d) { return py::reinterpret_steal<py::object>(d.ready_runner()); });
+  py::class_<python::inline_dispatcher, python::hub_dispatcher>(m, "InlineDispatcher")
+      .def_property_readonly("reactor_fd", &python::inline_dispatcher::reactor_fd)
+      .def("io_runner",
+           [](python::inline_dispatcher& d) { return py::reinterpret_steal<py::object>(d.io_runner()); },
+           "run_io(start), for the hub's watcher on reactor_fd.");
+  py::class_<python::gevent_dispatcher, python::hub_dispatcher>(m, "GeventDispatcher")
       .def_property_readonly("queue_fd", &python::gevent_dispatcher::queue_fd)
       .def(
-          "drain", [](python::gevent_dispatcher& d, py::object start) { d.drain(start.ptr()); }, py::arg("start"))
-      .def("ready_runner",
-           [](python::gevent_dispatcher& d) { return py::reinterpret_steal<py::object>(d.ready_runner()); });
+          "drain", [](python::gevent_dispatcher& d, py::object start) { d.drain(start.ptr()); }, py::arg("start"));
   py::class_<py_server>(m, "Server")
       .def(py::init<const py::dict&, const std::string&, const std::string&>(), py::arg("options"),
            py::arg("protocol"), py::arg("dispatch"))

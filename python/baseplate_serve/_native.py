@@ -48,6 +48,17 @@ class NativeServer:
         native: Optional[Tuple[str, str, Dict[str, str], str]] = None,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
+        if options.values["io_threads"] == 0 and (native or dispatch != "gevent"):
+            # Inline I/O needs the gevent hub to run the loop: a native app
+            # has no Python thread, and threads dispatch keeps its I/O
+            # thread (a worker blocked in the app would stall every
+            # connection; see docs/architecture.md). Not an error: one INI
+            # may serve either way.
+            logger.info(
+                "io_threads = 0 (inline I/O) needs gevent dispatch and a Python app; %s uses 1 I/O thread",
+                "this native app" if native else "threads dispatch",
+            )
+            options.values["io_threads"] = 1
         self._python_threads: int = 0 if native else options.python_threads
         self._drain_time: float = options.drain_time
         self._stop_timeout: float = options.stop_timeout
@@ -100,7 +111,13 @@ class NativeServer:
         # stop is bounded even while a request keeps the main thread.
         self._core.arm_deadline_on_stop(seconds, deadline_line(seconds))
         self._core.start()
-        loop = _GeventLoop(self) if self._dispatch == "gevent" else _ThreadsLoop(self)
+        loop: Any
+        if self._dispatch != "gevent":
+            loop = _ThreadsLoop(self)
+        elif self._core.dispatcher is not None and self._core.dispatcher.name == "inline":
+            loop = _InlineLoop(self)
+        else:
+            loop = _GeventLoop(self)
         hung = loop.serve(on_ready)
         _ignore_stop_signals()  # the core has handed the signals back
         _stop, _dump, records = self._core.events(0)
@@ -115,7 +132,10 @@ class NativeServer:
     # -- shared by the loops
 
     def _ready(self, on_ready: Optional[Callable[[], None]]) -> None:
-        if self._python_threads or self._dispatch == "gevent":
+        dispatcher = self._core.dispatcher
+        if dispatcher is not None and dispatcher.name == "inline":
+            logger.info("Python requests run on the gevent hub, and so does the network I/O (io_threads = 0)")
+        elif self._python_threads or self._dispatch == "gevent":
             logger.info(
                 "Python requests run on %s", "the gevent hub" if self._dispatch == "gevent" else "worker threads"
             )
@@ -206,8 +226,7 @@ class _GeventLoop:
         hub = gevent.get_hub()
         dispatcher = self.core.dispatcher
         start = _worker_greenlets(hub, dispatcher.ready_runner())
-        queue_watcher = hub.loop.io(dispatcher.queue_fd, 1)
-        queue_watcher.start(dispatcher.drain, start)
+        watcher = self._watch_dispatcher(hub, dispatcher, start)
         # Events are handled in a greenlet, never in a hub callback: logging
         # may wait for a handler's lock that another OS thread holds (the
         # signal or monitor thread), and a hub callback cannot wait.
@@ -216,21 +235,16 @@ class _GeventLoop:
         signals = _SignalThread(self.core, self.stop)
         threshold = self.server._blocked_hub
         monitor = start_blocked_hub_monitor(threshold) if threshold > 0 else None
-        # The first drain arms the queue's wake-up. It runs on the hub, like
-        # every later one: requests may already be queued, and a worker
-        # greenlet that finishes one switches to the hub, never back here,
-        # so a drain run from this greenlet would leave it suspended for
-        # good (no "Listening", stop signals unheeded).
-        hub.loop.run_callback(dispatcher.drain, start)
         try:
             self.server._ready(on_ready)
             self.stop.wait_for_signal()
             self.stop.run()
+            self._after_stop()
             gevent.sleep(0)  # let aborted greenlets see their errors
         finally:
             if monitor is not None:
                 monitor.stop()
-            queue_watcher.stop()
+            watcher.stop()
             events.kill(block=False)
             self.core.close_dispatch()
             self.core.join()  # also ends the signal thread's wait
@@ -238,12 +252,56 @@ class _GeventLoop:
         return 0
 
 
+    def _watch_dispatcher(self, hub: Any, dispatcher: Any, start: Callable[[], None]) -> Any:
+        """Starts the hub's watcher on the dispatcher's queue; returns it."""
+        watcher = hub.loop.io(dispatcher.queue_fd, 1)
+        watcher.start(dispatcher.drain, start)
+        # The first drain arms the queue's wake-up. It runs on the hub, like
+        # every later one: requests may already be queued, and a worker
+        # greenlet that finishes one switches to the hub, never back here,
+        # so a drain run from this greenlet would leave it suspended for
+        # good (no "Listening", stop signals unheeded).
+        hub.loop.run_callback(dispatcher.drain, start)
+        return watcher
+
+    def _after_stop(self) -> None:
+        """After the stop sequence, before the dispatcher closes."""
+
     def _handle_events_forever(self) -> None:
         from gevent.socket import wait_read
 
         while True:
             wait_read(self.core.event_fd)
             self.server._handle_events(self.core.events(0), self.stop)
+
+
+class _InlineLoop(_GeventLoop):
+    """gevent dispatch with io_threads = 0: the hub also runs the core's
+    event loop. An io watcher on the loop's reactor descriptor (readable
+    while the loop has work: a socket ready, a deadline due, a handler
+    posted by a greenlet's write) calls the dispatcher's run_io, which polls
+    the loop and then switches to the greenlets it made ready. Everything
+    else is _GeventLoop's: the core takes the signals on a small thread of
+    its own, so the exit deadline, SIGUSR1 and the blocked-hub monitor never
+    need the hub."""
+
+    def _watch_dispatcher(self, hub: Any, dispatcher: Any, start: Callable[[], None]) -> Any:
+        run_io = dispatcher.io_runner()
+        watcher = hub.loop.io(dispatcher.reactor_fd, 1)
+        watcher.start(run_io, start)
+        # From the hub, as every later run: a worker greenlet that finishes
+        # switches to the hub, never back to the greenlet that started it.
+        hub.loop.run_callback(run_io, start)
+        return watcher
+
+    def _after_stop(self) -> None:
+        import gevent
+
+        # force_close() only asked the connections to close: the loop, on
+        # the hub, closes them. Let it run until they are gone (bounded).
+        deadline = time.monotonic() + _WORKER_GRACE
+        while self.core.stats()["open_connections"] and time.monotonic() < deadline:
+            gevent.sleep(0.01)
 
 
 class _SignalThread:

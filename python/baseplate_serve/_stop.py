@@ -176,7 +176,14 @@ class GracefulStop:
     def wait_for_signal(self, timeout: Optional[float] = None) -> bool:
         """Blocks until the first stop signal (or ``timeout``); True once one arrived."""
         deadline = None if timeout is None else self._clock() + timeout
-        while not self.requested:
+        while True:
+            # Cleared before the check, as in _sleep_until: a wake() (the
+            # native loops call it on every core event) must not leave the
+            # event set, or every later wait returns at once and the main
+            # greenlet spins on the CPU until the stop.
+            self._event.clear()
+            if self.requested:
+                break
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
                 return False

@@ -123,6 +123,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: BPS_TEST_IO_THREADS=0 runs every server the tests start with that
+#: ``io_threads`` (unless the test's INI sets its own): the whole suite runs
+#: against the inline mode that way (``make test-inline``).
+IO_THREADS_OVERRIDE = os.environ.get("BPS_TEST_IO_THREADS", "")
+
+
+def apply_server_overrides(ini: str, io_threads: str = IO_THREADS_OVERRIDE) -> str:
+    """Adds ``io_threads = <io_threads>`` to each ``[server:...]`` section
+    of `ini` that does not set it."""
+    if not io_threads:
+        return ini
+    out: List[str] = []
+    in_server = False
+    has_key = False
+
+    def close_section() -> None:
+        if in_server and not has_key:
+            # Before the section's trailing blank lines, not after them.
+            tail = []
+            while out and not out[-1].strip():
+                tail.append(out.pop())
+            out.append(f"io_threads = {io_threads}")
+            out.extend(tail)
+
+    for line in ini.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            close_section()
+            in_server = stripped.startswith("[server:")
+            has_key = False
+        elif in_server and re.match(r"io_threads\s*[=:]", stripped):
+            has_key = True
+        out.append(line)
+    close_section()
+    return "\n".join(out) + "\n"
+
+
 class Server:
     """A running ``baseplate-serve`` and everything it printed."""
 
@@ -136,6 +173,10 @@ class Server:
     ) -> None:
         self.port = port
         self.cwd = cwd
+        for arg in args:
+            ini_path = Path(cwd) / arg
+            if IO_THREADS_OVERRIDE and arg.endswith(".ini") and ini_path.is_file():
+                ini_path.write_text(apply_server_overrides(ini_path.read_text()))
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(

@@ -370,7 +370,7 @@ def test_server_factory_does_not_resolve(tmp_path):
         ("stop_timeout", "soon"),
         ("max_concurrency", "-1"),
         ("max_concurrency", "lots"),
-        ("io_threads", "0"),
+        ("io_threads", "-1"),
         ("python_threads", "many"),
         ("header_timeout", "quickly"),
         ("keepalive_timeout", "1 fortnight"),

@@ -275,3 +275,16 @@ def test_load_errors_are_one_line_and_exit_status(run_server, libs, tmp_path, ca
     assert len(err) == 1, server.stderr
     assert err[0].startswith("baseplate-serve: error: app.ini: [app:main] factory: "), err[0]
     assert expected in err[0], err[0]
+
+
+def test_native_app_with_io_threads_0_uses_one_io_thread(run_server, libs):
+    # A native app has no Python thread to run the loop on: io_threads = 0
+    # is used as 1, with a line that says so (not an error: one INI may
+    # serve a Python app or a native one).
+    ini = http_ini(libs["http"]).replace("[server:main]\n", "[server:main]\nio_threads = 0\n", 1)
+    server = run_server(ini=ini)
+    assert "io_threads = 0 (inline I/O) needs gevent dispatch and a Python app; this native app uses 1 I/O thread" in (
+        server.stdout
+    )
+    assert request(server.port, "GET", "/") == (200, b"Howdy, from C++!\n")
+    assert server.stop() == 0

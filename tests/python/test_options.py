@@ -95,8 +95,8 @@ def test_every_bad_value_is_one_error_line(tmp_path, key, value, fragment):
 @pytest.mark.parametrize(
     "option,message",
     [
-        ("io_threads = 100000", "io_threads: 100000 is out of range (1 to 256)"),
-        ("io_threads = 0", "io_threads: 0 is out of range (1 to 256)"),
+        ("io_threads = 100000", "io_threads: 100000 is out of range (0 to 256; 0 = inline I/O)"),
+        ("io_threads = -1", "io_threads: -1 is out of range (0 to 256; 0 = inline I/O)"),
         ("max_body_size = 99999999999999999999999999", "max_body_size: 99999999999999999999999999 is out of range"),
         ("stop_timeout = -1", "stop_timeout: -1 is out of range (0 to 1 hour; 0 = stop at once)"),
         ("drain_time = -5 seconds", "drain_time: -5 seconds is out of range"),
@@ -116,8 +116,8 @@ def test_explicit_bad_values(tmp_path, option, message):
 
 
 def test_bad_value_is_reported_for_the_thrift_factory_too(tmp_path):
-    result = run_cli(tmp_path, *bind_args(), "app.ini", app=HELLO_APP, ini=ini_with("io_threads = 0\n", "baseplate.server.thrift"))
-    assert_one_error_line(result, 2, "app.ini: [server:main] io_threads: 0 is out of range")
+    result = run_cli(tmp_path, *bind_args(), "app.ini", app=HELLO_APP, ini=ini_with("io_threads = 257\n", "baseplate.server.thrift"))
+    assert_one_error_line(result, 2, "app.ini: [server:main] io_threads: 257 is out of range")
 
 
 def test_edges_of_each_range_are_accepted():
