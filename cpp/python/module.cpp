@@ -5,7 +5,7 @@
 #include "dispatch.hpp"
 #include "exit_deadline.hpp"
 #include "http/connection.hpp"
-#include "plugin_loader.hpp"
+#include "native_app_loader.hpp"
 #include "server.hpp"
 #include "thrift/processor_handler.hpp"
 #include "thrift.hpp"
@@ -93,17 +93,17 @@ class app_binding {
   std::string set_native_app(const std::string& path, const std::string& factory, const py::dict& app_config) {
     boost::property_tree::ptree config;
     for (auto item : app_config) config.put(item.first.cast<std::string>(), item.second.cast<std::string>());
-    plugin_ = std::make_unique<loaded_plugin>(path, factory, config);
-    if (plugin_->app().http) {
-      http_target_ = plugin_->app().http.get();
+    native_app_ = std::make_unique<loaded_native_app>(path, factory, config);
+    if (native_app_->app().http) {
+      http_target_ = native_app_->app().http.get();
       return "http";
     }
-    native_thrift_ = std::make_unique<thrift::processor_handler>(plugin_->app().thrift, plugin_->name());
+    native_thrift_ = std::make_unique<thrift::processor_handler>(native_app_->app().thrift, native_app_->name());
     thrift_target_ = native_thrift_.get();
     return "thrift";
   }
 
-  bool has_app() const { return wsgi_ || thrift_ || plugin_; }
+  bool has_app() const { return wsgi_ || thrift_ || native_app_; }
 
   /// Runs one Python job (GIL held), for the dispatcher.
   void run(python_job& job) {
@@ -158,7 +158,7 @@ class app_binding {
   python::dispatcher* dispatch_ = nullptr;  ///< set with the Python app
   queued_http_handler http_handler_;
   queued_thrift_handler thrift_handler_;
-  std::unique_ptr<loaded_plugin> plugin_;
+  std::unique_ptr<loaded_native_app> native_app_;
   std::unique_ptr<thrift::processor_handler> native_thrift_;
   http::handler* http_target_ = &http_handler_;        ///< the Python app's queue, or a native app
   thrift::handler* thrift_target_ = &thrift_handler_;  ///< likewise
@@ -290,9 +290,9 @@ class py_server {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "baseplate-serve's native core (private: use the baseplate_serve package)";
-  auto plugin_error_type = py::register_exception<plugin_error>(m, "PluginError", PyExc_RuntimeError);
-  // Registered after its base, so that it is the one a plugin_lookup_error becomes.
-  py::register_exception<plugin_lookup_error>(m, "PluginLookupError", plugin_error_type.ptr());
+  auto native_app_error_type = py::register_exception<native_app_error>(m, "NativeAppError", PyExc_RuntimeError);
+  // Registered after its base, so that it is the one a native_app_lookup_error becomes.
+  py::register_exception<native_app_lookup_error>(m, "NativeAppLookupError", native_app_error_type.ptr());
   m.attr("SDK_VERSION") = BASEPLATE_SDK_VERSION;
   // The server options table (cpp/core/options.hpp); _options.py parses by it.
   m.attr("SERVER_OPTIONS") = option_table();

@@ -87,9 +87,9 @@ class NativeServer:
         where = f"{filename}: [{app_section}] factory"
         try:
             kind = self._core.set_native_app(path, factory, app_config)
-        except _core.PluginLookupError as exc:  # no such factory: exit 2, as for a Python factory
+        except _core.NativeAppLookupError as exc:  # no such factory: exit 2, as for a Python factory
             raise ConfigError(f"{where}: {exc}") from None
-        except _core.PluginError as exc:
+        except _core.NativeAppError as exc:
             raise AppError(f"{where}: {exc}") from None
         finally:
             emit_native(self._core.events(0)[2])  # what the factory logged

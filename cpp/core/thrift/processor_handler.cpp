@@ -2,7 +2,7 @@
 
 #include "../log.hpp"
 #include "codec.hpp"
-#include "plugin_headers.hpp"
+#include "native_app_headers.hpp"
 
 #include <thrift/TProcessor.h>
 #include <thrift/protocol/TBinaryProtocol.h>
@@ -20,22 +20,22 @@ thread_local const headers_map* request_headers = nullptr;
 thread_local headers_map* reply_headers = nullptr;
 }  // namespace
 
-scoped_plugin_headers::scoped_plugin_headers(const headers_map& request, headers_map& reply) {
+scoped_native_app_headers::scoped_native_app_headers(const headers_map& request, headers_map& reply) {
   request_headers = &request;
   reply_headers = &reply;
 }
-scoped_plugin_headers::~scoped_plugin_headers() {
+scoped_native_app_headers::~scoped_native_app_headers() {
   request_headers = nullptr;
   reply_headers = nullptr;
 }
 
-const char* plugin_request_header(const char* key) {
+const char* native_app_request_header(const char* key) {
   if (!request_headers || !key) return nullptr;
   auto it = request_headers->find(key);
   return it == request_headers->end() ? nullptr : it->second.c_str();
 }
 
-void plugin_set_reply_header(const char* key, const char* value) {
+void native_app_set_reply_header(const char* key, const char* value) {
   if (reply_headers && key && value) (*reply_headers)[key] = value;
 }
 
@@ -75,7 +75,7 @@ void processor_handler::handle(std::shared_ptr<call> c) {
   }
   headers_map reply;
   try {
-    scoped_plugin_headers scope(c->headers(), reply);
+    scoped_native_app_headers scope(c->headers(), reply);
     // Generated processors answer app exceptions and unknown methods
     // themselves; what escapes broke the protocol.
     processor_->process(iprot, oprot, nullptr);

@@ -11,9 +11,9 @@
 
 namespace baseplate {
 
-/// A plugin that cannot be loaded or whose factory failed; the message
+/// A native app that cannot be loaded or whose factory failed; the message
 /// names the library and the factory.
-class plugin_error : public std::runtime_error {
+class native_app_error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -21,24 +21,24 @@ class plugin_error : public std::runtime_error {
 /// The library is not a native app of this SDK, or has no such factory: the
 /// config names something that is not there (like a Python factory module
 /// or attribute that does not exist), not app code that failed.
-class plugin_lookup_error : public plugin_error {
+class native_app_lookup_error : public native_app_error {
  public:
-  using plugin_error::plugin_error;
+  using native_app_error::native_app_error;
 };
 
-/// The services plugins get (logging into the host's stream, trace ids,
+/// The services native apps get (logging into the host's stream, trace ids,
 /// Thrift headers).
 const plugin::host_api& plugin_host();
 
-class loaded_plugin {
+class loaded_native_app {
  public:
   /// dlopen()s `path`, checks its SDK version and calls `factory`.
-  loaded_plugin(const std::string& path, const std::string& factory, const boost::property_tree::ptree& config);
-  loaded_plugin(const loaded_plugin&) = delete;
-  loaded_plugin& operator=(const loaded_plugin&) = delete;
+  loaded_native_app(const std::string& path, const std::string& factory, const boost::property_tree::ptree& config);
+  loaded_native_app(const loaded_native_app&) = delete;
+  loaded_native_app& operator=(const loaded_native_app&) = delete;
   /// The library stays mapped: code of it can still run from late
   /// callbacks and its static destructors at exit, so it is never unloaded.
-  ~loaded_plugin() = default;
+  ~loaded_native_app() = default;
 
   /// The app's HTTP handler is wrapped: exceptions stop at the boundary.
   const plugin::app& app() const { return app_; }
