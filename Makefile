@@ -66,10 +66,15 @@ wheel: system-deps venv
 test-python: install
 	$(VENV)/bin/python -m pytest
 
-# The Python suite again with io_threads = 0 (inline I/O) for every server
-# the tests start, unless a test's INI sets io_threads itself.
+# The test files where the way requests reach Python matters (dispatch, stop,
+# HTTP and Thrift engines, hostile clients), again with io_threads = 0 (inline
+# I/O) for every server they start, unless a test's INI sets io_threads
+# itself. INLINE_TESTS= (empty) runs the whole suite so.
+INLINE_TESTS ?= tests/python/test_inline.py tests/python/test_wsgi.py tests/python/test_gevent.py \
+  tests/python/test_thrift.py tests/python/test_dispatch.py tests/python/test_graceful_stop.py \
+  tests/python/test_http_engine.py tests/python/test_robustness.py
 test-inline: install
-	BPS_TEST_IO_THREADS=0 $(VENV)/bin/python -m pytest
+	BPS_TEST_IO_THREADS=0 $(VENV)/bin/python -m pytest $(INLINE_TESTS)
 
 # The C++ unit tests and the whole Python suite against an extension built
 # with ASan+UBSan (gcc). The sanitized _core goes into a copy of python/
