@@ -175,7 +175,10 @@ class Server:
         self.cwd = cwd
         for arg in args:
             ini_path = Path(cwd) / arg
-            if IO_THREADS_OVERRIDE and arg.endswith(".ini") and ini_path.is_file():
+            # Never a file of the tree (the examples): a test run must not
+            # change what is committed. Those servers keep their own setting.
+            in_tree = REPO in ini_path.resolve().parents
+            if IO_THREADS_OVERRIDE and arg.endswith(".ini") and ini_path.is_file() and not in_tree:
                 ini_path.write_text(apply_server_overrides(ini_path.read_text()))
         full_env = dict(os.environ)
         full_env.update(env or {})
