@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import baseplate_serve
 
@@ -203,6 +203,43 @@ def _handle_stop_signals_during_startup() -> None:
         signal.signal(sig, _raise_interrupted)
 
 
+def _wake_the_hub_on_signals() -> None:
+    """Makes every signal with a Python handler wake the gevent hub.
+
+    A Python handler runs only when the main thread runs bytecode. The hub
+    checks for one before it blocks in epoll_wait, and a signal is noticed
+    there only if it interrupts that wait: one that lands between the check
+    and the wait, or that the kernel hands to another thread (the app's
+    pools and monitors), leaves the hub asleep until its next timer or I/O,
+    a minute for a factory in ``time.sleep(60)``. The interpreter's own
+    wakeup fd closes the gap: its C handler, on whichever thread, writes a
+    byte to a pipe the hub watches, and the watcher's callback is bytecode
+    that runs the handler. The watcher does not keep the hub's loop alive.
+    Once the native core serves, it owns the stop signals and the pipe
+    stays quiet; a custom factory's server keeps the Python handlers and
+    gets the same prompt wake-up."""
+    import gevent
+
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def drain() -> None:
+        try:
+            while os.read(read_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    watcher = gevent.get_hub().loop.io(read_fd, 1)
+    watcher.ref = False
+    watcher.start(drain)
+    _HUB_SIGNAL_WATCHERS.append(watcher)
+
+
+# The hub's signal watcher, kept for the life of the process.
+_HUB_SIGNAL_WATCHERS: List[Any] = []
+
+
 def _native_server_class() -> Any:
     """NativeServer, or one error line when the native core does not load
     (a library it links missing, a broken or missing extension)."""
@@ -320,10 +357,12 @@ def run(args: argparse.Namespace) -> None:
         from baseplate_serve import _pywsgi
 
         _pywsgi.prepare(cfg)
+        _wake_the_hub_on_signals()
     elif dispatch == "gevent":
         # Before the app is imported, as baseplate.py does: its clients,
         # pools and sleeps must cooperate with the hub.
         _patch_all()
+        _wake_the_hub_on_signals()
     # The native core before the app: a broken install is one error line
     # before the app's import time is spent.
     native_server = _native_server_class() if builtin and not handler else None

@@ -806,6 +806,37 @@ def test_stop_signal_while_the_app_factory_loads(spawn, tmp_path, dispatch, sig)
     assert server.stderr == ""
 
 
+# The app has a thread of its own (a client's pool, a monitor) and the main
+# thread blocks the stop signals, so the kernel hands them to that thread
+# and the hub's epoll_wait in time.sleep is never interrupted: the stop must
+# still be seen at once, not when the sleep ends. The same gap, narrower,
+# is a signal landing between the hub's signal check and its wait.
+SLOW_FACTORY_APP_WITH_A_THREAD = """
+import pathlib
+import signal
+import time
+
+from gevent import monkey
+
+def make_app(app_config):
+    start_thread = monkey.get_original("_thread", "start_new_thread")
+    start_thread(monkey.get_original("time", "sleep"), (120,))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2})
+    pathlib.Path("loading").write_text("yes")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
+def test_stop_signal_on_another_thread_wakes_the_hub_while_the_factory_loads(spawn, tmp_path, sig):
+    server = spawn([*bind_args(), "app.ini"], app=SLOW_FACTORY_APP_WITH_A_THREAD, ini=GOOD_INI)
+    wait_for_file_text(tmp_path / "loading", "yes")
+    server.send(sig)
+    assert server.wait(20) == 0, server.stderr
+    assert f"Received {signal.Signals(sig).name} while starting: stopped before serving" in server.stdout
+    assert server.stderr == ""
+
+
 def test_bad_stop_timeout_says_invalid_timespan(tmp_path):
     ini = GOOD_INI.replace("factory = baseplate.server.wsgi\n", "factory = baseplate.server.wsgi\nstop_timeout = soon\n")
     result = run_cli(tmp_path, *bind_args(), "app.ini", app=HELLO_APP, ini=ini)
