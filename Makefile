@@ -11,7 +11,7 @@ APT_PACKAGES := g++ make python3 python3-dev python3-venv libboost-dev libboost-
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CTEST_DIR := build/ctest
 
-.PHONY: all system-deps venv install run test test-cpp test-python test-inline test-asan bench clean dev fuzz wheel
+.PHONY: all system-deps venv install run test test-cpp test-python test-io-threads test-asan bench clean dev fuzz wheel
 
 all: install
 
@@ -62,19 +62,21 @@ wheel: system-deps venv
 	PATH="$(abspath $(VENV)/bin):$$PATH" $(VENV)/bin/auditwheel repair -w dist $(WHEEL_BUILD)/raw/baseplate_serve-*.whl
 	@ls -l dist/baseplate_serve-*.whl
 
-# End-to-end and unit tests against the installed package.
+# End-to-end and unit tests against the installed package, PYTEST_WORKERS
+# test processes at once (pytest-xdist; most tests wait on a server's stop or
+# timeouts, so two share two cores well; 0 runs them one by one).
+PYTEST_WORKERS ?= 2
 test-python: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
 
-# The test files where the way requests reach Python matters (dispatch, stop,
-# HTTP and Thrift engines, hostile clients), again with io_threads = 0 (inline
-# I/O) for every server they start, unless a test's INI sets io_threads
-# itself. INLINE_TESTS= (empty) runs the whole suite so.
-INLINE_TESTS ?= tests/python/test_inline.py tests/python/test_wsgi.py tests/python/test_gevent.py \
-  tests/python/test_thrift.py tests/python/test_dispatch.py tests/python/test_graceful_stop.py \
-  tests/python/test_http_engine.py tests/python/test_robustness.py
-test-inline: install
-	BPS_TEST_IO_THREADS=0 $(VENV)/bin/python -m pytest $(INLINE_TESTS)
+# The whole suite again with io_threads = 1 for every server the tests start
+# (unless a test's INI sets io_threads itself): `make test` runs the default,
+# inline I/O under gevent, and this the core's own I/O thread. IO_THREADS=0
+# runs it inline everywhere instead; TESTS= picks the test files.
+IO_THREADS ?= 1
+TESTS ?=
+test-io-threads: install
+	BPS_TEST_IO_THREADS=$(IO_THREADS) $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) $(TESTS)
 
 # The C++ unit tests and the whole Python suite against an extension built
 # with ASan+UBSan (gcc). The sanitized _core goes into a copy of python/

@@ -5,6 +5,7 @@
 
 #include <boost/asio/post.hpp>
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 
 #include <cerrno>
@@ -54,10 +55,11 @@ io_thread::~io_thread() {
   gate_->close();
 }
 
-void io_thread::start() {
+void io_thread::start(const std::string& name) {
   sweep();
   if (inline_) return;
-  thread_ = std::thread([this] {
+  thread_ = std::thread([this, name = name.substr(0, 15)] {
+    ::pthread_setname_np(::pthread_self(), name.c_str());
     current_thread = this;
     for (;;) {
       try {

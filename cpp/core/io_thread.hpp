@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -43,7 +44,9 @@ class io_thread {
   const std::shared_ptr<std::atomic<std::size_t>>& pending_requests() const { return pending_requests_; }
 
   /// Starts the thread (inline: only the sweep). The io_context runs until stop().
-  void start();
+  /// `name`: the thread's name as `top -H` and /proc/PID/task/TID/comm show
+  /// it (15 bytes at most kept); unused inline.
+  void start(const std::string& name = "bps-io");
   /// Stops the io_context and joins the thread.
   void stop();
 

@@ -115,8 +115,8 @@ void server::start() {
     }
   };
   signals_->async_wait(rearm{this});
-  if (signal_thread_) signal_thread_->start();
-  for (auto& t : threads_) t->start();
+  if (signal_thread_) signal_thread_->start("bps-signals");
+  for (std::size_t i = 0; i < threads_.size(); ++i) threads_[i]->start("bps-io-" + std::to_string(i));
   // Through the gate, as every post from outside a loop: an inline loop is woken by it.
   threads_[0]->gate()->post([this] { accept(); });
 }

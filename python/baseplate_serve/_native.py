@@ -48,7 +48,13 @@ class NativeServer:
         native: Optional[Tuple[str, str, Dict[str, str], str]] = None,
     ) -> None:
         options = parse_server_options(server_config, filename, section)
-        if options.values["io_threads"] == 0 and (native or dispatch != "gevent"):
+        inline_capable = dispatch == "gevent" and not native
+        if "io_threads" not in server_config:
+            # The default: inline I/O where it can run (one core per process
+            # and no request crossing a thread; bench/RESULTS.md), else one
+            # I/O thread. The core's own default stays 1 for native hosts.
+            options.values["io_threads"] = 0 if inline_capable else 1
+        elif options.values["io_threads"] == 0 and not inline_capable:
             # Inline I/O needs the gevent hub to run the loop: a native app
             # has no Python thread, and threads dispatch keeps its I/O
             # thread (a worker blocked in the app would stall every

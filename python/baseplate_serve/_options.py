@@ -213,8 +213,15 @@ def _gevent_available() -> bool:
     return True
 
 
+#: Core options whose default the Python side chooses per server (the
+#: core's own default, for hosts without Python, is the table's).
+HOST_DEFAULTS = {"io_threads": "0 (inline I/O) under gevent dispatch; 1 with threads dispatch or a native app"}
+
+
 def default_text(row: Dict[str, Any]) -> str:
     """The default as docs/configuration.md writes it."""
+    if row["key"] in HOST_DEFAULTS:
+        return HOST_DEFAULTS[row["key"]]
     if row["kind"] in ("choice", "text"):
         return row["default_text"]
     text = _format(row, row["default"])

@@ -123,9 +123,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-#: BPS_TEST_IO_THREADS=0 runs every server the tests start with that
+#: BPS_TEST_IO_THREADS=N runs every server the tests start with that
 #: ``io_threads`` (unless the test's INI sets its own): the whole suite runs
-#: against the inline mode that way (``make test-inline``).
+#: with the core's I/O thread that way (``make test-io-threads``, N = 1),
+#: where the default is inline I/O under gevent.
 IO_THREADS_OVERRIDE = os.environ.get("BPS_TEST_IO_THREADS", "")
 
 
@@ -170,10 +171,11 @@ class Server:
         env: Optional[dict] = None,
         port: int = 0,
         command: Optional[Sequence[str]] = None,
+        io_threads_override: bool = True,
     ) -> None:
         self.port = port
         self.cwd = cwd
-        for arg in args:
+        for arg in args if io_threads_override else ():
             ini_path = Path(cwd) / arg
             # Never a file of the tree (the examples): a test run must not
             # change what is committed. Those servers keep their own setting.
@@ -345,6 +347,7 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         ini: Optional[str] = None,
         env: Optional[dict] = None,
         stop_defaults: bool = False,
+        io_threads_override: bool = True,
     ) -> Server:
         if app_code:
             (tmp_path / "app.py").write_text(textwrap.dedent(app_code))
@@ -359,7 +362,10 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             ini = fast_stop(ini)
         (tmp_path / "app.ini").write_text(ini)
         port = free_port()
-        server = Server([*args, "--bind", f"127.0.0.1:{port}", "app.ini"], tmp_path, env, port)
+        server = Server(
+            [*args, "--bind", f"127.0.0.1:{port}", "app.ini"], tmp_path, env, port,
+            io_threads_override=io_threads_override,
+        )
         started.append(server)
         if wait:
             server.wait_listening()

@@ -193,6 +193,39 @@ def test_header_timeout_closes_a_stalled_connection(run_server):
     assert raw_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status == 200
 
 
+# The defaults, whatever BPS_TEST_IO_THREADS says: inline I/O where the hub
+# can run the loop, one I/O thread elsewhere, and no INFO line about it.
+def test_gevent_default_is_inline(run_server):
+    server = run_server(APP, server_options="dispatch = gevent\n", io_threads_override=False)
+    assert "Python requests run on the gevent hub, and so does the network I/O (io_threads = 0)" in server.stdout
+    assert "bps-io-0" not in _thread_names(server.proc.pid)
+    assert _get(server.port, "/") == b"hello"
+
+
+def test_threads_default_keeps_its_io_thread(run_server):
+    server = run_server(APP, server_options="dispatch = threads\n", io_threads_override=False)
+    assert "io_threads" not in server.stdout
+    assert _get(server.port, "/") == b"hello"
+    assert "bps-io-0" in _thread_names(server.proc.pid)
+
+
+def test_explicit_io_threads_1_under_gevent_keeps_its_io_thread(run_server):
+    server = run_server(APP, server_options="dispatch = gevent\nio_threads = 1\n", io_threads_override=False)
+    assert "and so does the network I/O" not in server.stdout
+    assert _get(server.port, "/") == b"hello"
+    assert "bps-io-0" in _thread_names(server.proc.pid)
+
+
+def _thread_names(pid: int) -> str:
+    import os
+
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return " ".join(names)
+
+
 @pytest.mark.parametrize("options", ["dispatch = threads\nio_threads = 0\n"])
 def test_threads_dispatch_uses_one_io_thread(run_server, options):
     server = run_server(APP, server_options=options)
