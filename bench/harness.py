@@ -1273,10 +1273,11 @@ def targets(results: Dict[str, List[Run]]) -> List[Target]:
     sums = {name: summarise(SCENARIOS[name], runs) for name, runs in results.items() if SCENARIOS[name].kind == "load"}
 
     def row(key: str) -> str:
-        label = S[key.split(".")[0]].name
+        label = S[key].name
         for sc in sums.values():  # a row whose server ran with another io_threads says so
-            if key in sc and sc[key].label.startswith(label + " — "):
-                label = sc[key].label
+            for k, v in sc.items():
+                if (k == key or k.startswith(key + ".")) and " — **ran with" in v.label:
+                    return f"“{label}{v.label[v.label.index(' — **ran with'):]}”"
         return f"“{label}”"
 
     def add(text: str, ok: Tuple[str, str, Optional[bool]]) -> None:
