@@ -1259,7 +1259,7 @@ def compare(sums: Dict[str, Summary], ours_key: str, peer_key: str, need: float,
                + (" (load generator saturated)" if (o.saturated or p.saturated) else ""))
     else:
         ratio = o.rps / p.rps
-        how = f"{per}s/s: {o.rps:,.0f} ÷ {p.rps:,.0f}"
+        how = f"{'calls' if per == 'call' else 'req'}/s: {o.rps:,.0f} ÷ {p.rps:,.0f}"
     return f"{ratio:.2f}×", how, ratio >= need
 
 
