@@ -3,7 +3,7 @@
 function, counted by valgrind's callgrind (not timed, so the answer is the
 same on a busy machine).
 
-    python3 bench/profile.py [--dispatch gevent|threads|both|none] [--native-http] [--seconds 10] [--top 25]
+    python3 bench/profile.py [--dispatch gevent|threads|both|default|none] [--native-http] [--seconds 10] [--top 25]
                              [--ini PATH] [--option KEY=VALUE ...] [--load wrk|thrift:framed_binary|...]
 
 For each dispatch mode it serves examples/hello under callgrind twice: a
@@ -123,7 +123,7 @@ def make_ini(dispatch: str, work: Path, base: Optional[Path], options: List[str]
     settings = dict(o.split("=", 1) for o in options)
     if dispatch == "native-http":
         text = f"[server:main]\nfactory = baseplate.server.wsgi\n\n[app:main]\nfactory = {NATIVE_HTTP}:make_app\n"
-    else:
+    elif dispatch != "default":  # "default": the INI's own dispatch, or the server's default
         settings.setdefault("dispatch", dispatch)
     lines: List[str] = []
     in_server = False
@@ -181,7 +181,8 @@ def profile(dispatch: str, seconds: int, top: int, work: Path, base: Optional[Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dispatch", choices=["gevent", "threads", "both", "none"], default="both")
+    parser.add_argument("--dispatch", choices=["gevent", "threads", "both", "default", "none"], default="both",
+                        help="default: serve the INI as it is (its dispatch, or the server's default)")
     parser.add_argument("--native-http", action="store_true", help="also profile examples/native_http")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)

@@ -17,8 +17,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 # System packages: wrk (HTTP load), libev-dev (bjoern), libevent-dev
 # (TNonblockingServer), Boost and Thrift (bench/native), python3-dev (uwsgi
-# builds from source).
-APT_PACKAGES="wrk libev-dev libevent-dev libboost-dev libthrift-dev thrift-compiler pkg-config g++ make python3-dev"
+# builds from source), valgrind (the profile scenario: instructions per request).
+APT_PACKAGES="wrk libev-dev libevent-dev libboost-dev libthrift-dev thrift-compiler pkg-config g++ make python3-dev valgrind"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
