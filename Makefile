@@ -108,7 +108,7 @@ test-asan: system-deps venv
 	cd $(ASAN_DIR) && ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 	  ../../$(VENV)/bin/ctest --output-on-failure
 	$(ASAN_ENV) BPS_SANITIZED_CORE="$$(ls $(abspath $(ASAN_DIR))/python/baseplate_serve/_core*.so)" \
-	  PYTHONPATH="$(abspath $(ASAN_DIR))/python" $(VENV)/bin/python -m pytest -p no:cacheprovider tests/python
+	  PYTHONPATH="$(abspath $(ASAN_DIR))/python" $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests/python
 
 # Every benchmark scenario against the peers (bench/README.md): bench/run.sh
 # installs the project (make install), the peers' venv and the native tools.
