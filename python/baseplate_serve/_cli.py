@@ -195,11 +195,11 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 def _handle_stop_signals_during_startup() -> None:
-    """SIGINT, SIGTERM and SIGUSR2 before serving stop the start-up with one
-    log line and exit 0, as they do while serving: no KeyboardInterrupt
-    traceback, no silent death by SIGTERM. The serving loop installs its own
-    handlers afterwards."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+    """SIGINT, SIGTERM, SIGUSR2 and SIGHUP before serving stop the start-up
+    with one log line and exit 0, as they do while serving: no
+    KeyboardInterrupt traceback, no silent death by SIGTERM or SIGHUP. The
+    serving loop installs its own handlers afterwards."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
 
 

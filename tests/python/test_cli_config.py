@@ -794,7 +794,7 @@ def make_app(app_config):
 
 
 @pytest.mark.parametrize("dispatch", ["gevent", "threads"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_stop_signal_while_the_app_factory_loads(spawn, tmp_path, dispatch, sig):
     ini = GOOD_INI.replace("factory = baseplate.server.wsgi\n", f"factory = baseplate.server.wsgi\ndispatch = {dispatch}\n")
     server = spawn([*bind_args(), "app.ini"], app=SLOW_FACTORY_APP, ini=ini)
@@ -821,13 +821,13 @@ from gevent import monkey
 def make_app(app_config):
     start_thread = monkey.get_original("_thread", "start_new_thread")
     start_thread(monkey.get_original("time", "sleep"), (120,))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP})
     pathlib.Path("loading").write_text("yes")
     time.sleep(60)
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP])
 def test_stop_signal_on_another_thread_wakes_the_hub_while_the_factory_loads(spawn, tmp_path, sig):
     server = spawn([*bind_args(), "app.ini"], app=SLOW_FACTORY_APP_WITH_A_THREAD, ini=GOOD_INI)
     wait_for_file_text(tmp_path / "loading", "yes")
